@@ -1,0 +1,525 @@
+"""The Auditor: build → process → encode → deliver → rule match, for one config.
+
+The global functions (``auditloop.emit`` …) use the Auditor made by
+``configure()``; an Auditor can also be created and used directly, without
+global state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from auditloop._clock import format_rfc3339, uuid7
+from auditloop._context import scope_with_structlog
+from auditloop._counters import Counters
+from auditloop._delivery import AsyncDelivery, Delivery, SyncDelivery, start_delivery
+from auditloop._encode import COUNTERS as ENCODE_COUNTERS
+from auditloop._encode import encode
+from auditloop._event import AuditEvent, actor_dict, target_dict
+from auditloop._options import checked_options
+from auditloop._redact import Redactor
+from auditloop._types import Processor, Sink
+from auditloop.exceptions import AuditError, ConfigurationError, DropEvent
+
+if TYPE_CHECKING:
+    from auditloop.rules._engine import RuleEngine
+
+__all__ = ["Auditor", "add_tap", "remove_tap"]
+
+# Lists that testing.capture() appends to, whatever auditor emits the event.
+_taps: list[list[AuditEvent]] = []
+_taps_lock = threading.Lock()
+
+
+def add_tap(events: list[AuditEvent]) -> None:
+    """Start appending every emitted event (as written) to *events*."""
+    with _taps_lock:
+        _taps.append(events)
+
+
+def remove_tap(events: list[AuditEvent]) -> None:
+    """Stop appending to *events*."""
+    with _taps_lock:
+        for i, tap in enumerate(_taps):
+            if tap is events:
+                del _taps[i]
+                break
+
+
+def _error_dict(error: object) -> dict[str, str] | None:
+    if error is None:
+        return None
+    if isinstance(error, BaseException):
+        try:
+            message = str(error)
+        except Exception:
+            message = "<unprintable message>"
+        return {"type": type(error).__qualname__, "message": message}
+    if isinstance(error, Mapping):
+        return {str(k): str(v) for k, v in error.items()}
+    return {"type": "error", "message": str(error)}
+
+
+def _sink_names(sinks: Sequence[Sink]) -> list[str]:
+    names = [type(s).__name__ for s in sinks]
+    return [
+        name if names.count(name) == 1 else f"{name}#{names[:i].count(name) + 1}"
+        for i, name in enumerate(names)
+    ]
+
+
+_live_auditors: weakref.WeakSet[Auditor] = weakref.WeakSet()
+
+
+class Auditor:
+    """One audit configuration: sinks, processors, redaction, rules.
+
+    Thread-safe. Methods never raise into the caller, except ``AuditError``
+    from a sink whose delivery is fail-closed
+    (``Delivery(mode="sync", on_error="raise")``).
+
+    Args:
+        service: stamped on every event as ``source.service``.
+        sinks: where events go; default: none (use ``testing.capture()``).
+        processors: extra processors, run after the built-in ones.
+        redact: ``True`` (default) for the default :class:`Redactor`, a
+            configured :class:`Redactor`, or ``False`` to turn redaction off.
+        rules: rule objects from :mod:`auditloop.rules`.
+        delivery: the default delivery policy for sinks without their own.
+        denied: exception types recorded as ``outcome="denied"``.
+        clock: a function returning Unix time in seconds (tests inject a
+            ``FakeClock``); default: the system clock.
+        drop_report_interval: at most one ``auditloop.dropped`` event per
+            this many seconds while drops keep happening; ``None``: never.
+
+    Raises:
+        ConfigurationError: on any invalid argument, naming it.
+    """
+
+    @checked_options
+    def __init__(
+        self,
+        *,
+        service: str | None = None,
+        sinks: Iterable[Sink] = (),
+        processors: Iterable[Processor] = (),
+        redact: bool | Redactor = True,
+        rules: Iterable[Any] = (),
+        delivery: Delivery | None = None,
+        denied: tuple[type[BaseException], ...] = (PermissionError,),
+        clock: Callable[[], float] | None = None,
+        drop_report_interval: float | None = 60.0,
+    ) -> None:
+        self.service = service
+        self.sinks = self._check_sinks(sinks)
+        self.processors = self._check_processors(processors)
+        self.redactor = self._check_redact(redact)
+        self.denied = self._check_denied(denied)
+        if delivery is not None and not isinstance(delivery, Delivery):
+            raise ConfigurationError(
+                f"configure: delivery must be a sinks.Delivery, got {delivery!r}"
+            )
+        if clock is not None and not callable(clock):
+            raise ConfigurationError(
+                f"configure: clock must be callable, got {clock!r}"
+            )
+        self.clock = clock
+        self._time_ns: Callable[[], int] = (
+            time.time_ns if clock is None else (lambda: int(clock() * 1e9))
+        )
+        self._chain: tuple[Processor, ...] = (
+            (self.redactor, *self.processors) if self.redactor else self.processors
+        )
+        # Nested dicts (context, source) are shared between events; copy them
+        # only when a user processor could mutate them unredacted.
+        self._copy_nested = bool(self.processors) and self.redactor is None
+        self.source_base = self._make_source_base()
+        self.counters = Counters()
+        self._drop_report_interval = drop_report_interval
+        self._reported_drops: dict[str, dict[str, int]] = {}
+        self._last_drop_report = -1e18
+        self._report_lock = threading.Lock()
+        default_policy = delivery if delivery is not None else Delivery()
+        self.deliveries: list[AsyncDelivery | SyncDelivery] = [
+            start_delivery(
+                sink,
+                getattr(sink, "delivery", None) or default_policy,
+                name,
+                self._report_drops,
+            )
+            for sink, name in zip(self.sinks, _sink_names(self.sinks), strict=True)
+        ]
+        self.rules: RuleEngine | None = None
+        rule_list = list(rules)
+        if rule_list:
+            from auditloop.rules._engine import RuleEngine
+
+            self.rules = RuleEngine(rule_list, auditor=self, clock=clock)
+        _live_auditors.add(self)
+
+    # -- validation (configure time) -----------------------------------------
+
+    @staticmethod
+    def _check_sinks(sinks: Iterable[Sink]) -> tuple[Sink, ...]:
+        if not isinstance(sinks, Iterable) or isinstance(sinks, str | bytes):  # type: ignore[unreachable]
+            raise ConfigurationError(f"configure: sinks must be a list, got {sinks!r}")
+        checked = tuple(sinks)
+        for i, sink in enumerate(checked):
+            missing = [
+                m
+                for m in ("write", "flush", "close")
+                if not callable(getattr(sink, m, None))
+            ]
+            if missing:
+                raise ConfigurationError(
+                    f"configure: sinks[{i}] ({sink!r}) is not a sink: "
+                    f"it has no {', '.join(missing)} method"
+                )
+        return checked
+
+    @staticmethod
+    def _check_processors(processors: Iterable[Processor]) -> tuple[Processor, ...]:
+        if not isinstance(processors, Iterable):
+            raise ConfigurationError(
+                f"configure: processors must be a list, got {processors!r}"
+            )
+        checked = tuple(processors)
+        for i, proc in enumerate(checked):
+            if not callable(proc):
+                raise ConfigurationError(
+                    f"configure: processors[{i}] ({proc!r}) is not callable"
+                )
+        return checked
+
+    @staticmethod
+    def _check_redact(redact: bool | Redactor) -> Redactor | None:
+        if redact is True:
+            return Redactor()
+        if redact is False:
+            return None
+        if isinstance(redact, Redactor):
+            return redact
+        raise ConfigurationError(
+            f"configure: redact must be True, False or a Redactor, got {redact!r}"
+        )
+
+    @staticmethod
+    def _check_denied(
+        denied: tuple[type[BaseException], ...],
+    ) -> tuple[type[BaseException], ...]:
+        if not isinstance(denied, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in denied
+        ):
+            raise ConfigurationError(
+                f"configure: denied must be a tuple of exception types, got {denied!r}"
+            )
+        return denied
+
+    def _make_source_base(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+        if self.service:
+            base = {"service": self.service, **base}
+        return base
+
+    def source_for(self, function: str | None) -> dict[str, Any]:
+        """Return the ``source`` field for events recorded by *function*."""
+        if function is None:
+            return self.source_base
+        return {**self.source_base, "function": function}
+
+    # -- the hot path --------------------------------------------------------
+
+    def record(
+        self,
+        method: str,
+        action: str,
+        outcome: str,
+        source: dict[str, Any],
+        *,
+        actor: object = None,
+        target: object = None,
+        category: str | None = None,
+        severity: str | None = None,
+        reason: str | None = None,
+        error: object = None,
+        duration_ms: float | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        """Build one event and send it through processors, sinks and rules.
+
+        Never raises, except :class:`AuditError` from a fail-closed sink.
+        """
+        try:
+            ns = self._time_ns()
+            event: dict[str, Any] = {
+                "id": uuid7(ns),
+                "time": format_rfc3339(ns),
+                "action": action,
+            }
+            if category is not None:
+                event["category"] = category
+            event["outcome"] = outcome
+            if severity is not None:
+                event["severity"] = severity
+            scope = scope_with_structlog()
+            actor_field = actor_dict(actor) if actor is not None else scope.actor
+            if actor_field is not None:
+                event["actor"] = actor_field
+            if target is not None:
+                event["target"] = target_dict(target)
+            if reason is not None:
+                event["reason"] = reason
+            if error is not None:
+                event["error"] = _error_dict(error)
+            if duration_ms is not None:
+                event["duration_ms"] = duration_ms
+            if attributes:
+                event["attributes"] = attributes
+            if scope.context:
+                event["context"] = (
+                    dict(scope.context) if self._copy_nested else scope.context
+                )
+            event["source"] = dict(source) if self._copy_nested else source
+            event["schema"] = "auditloop/1"
+            for processor in self._chain:
+                try:
+                    event = processor(self, method, event)
+                except DropEvent:
+                    self.counters.incr("processor_dropped")
+                    return
+                except Exception:
+                    # A broken processor must not lose the event: skip its change.
+                    self.counters.incr("processor_errors")
+            line = encode(event)
+        except Exception:  # pragma: no cover - defensive: nothing may escape
+            self.counters.incr("internal_errors")
+            return
+        self.deliver(line, event, ns / 1e9)
+
+    def deliver(self, line: bytes, event: dict[str, Any], timestamp: float) -> None:
+        """Hand an encoded event to every sink, every tap and the rules."""
+        failure: AuditError | None = None
+        for delivery in self.deliveries:
+            try:
+                delivery.put(line)
+            except AuditError as exc:  # fail-closed: still deliver elsewhere first
+                failure = exc
+        if _taps:
+            try:
+                captured = AuditEvent.from_dict(orjson.loads(line))
+            except Exception:  # pragma: no cover - encode() only makes valid JSON
+                captured = None
+            if captured is not None:
+                for tap in _taps:
+                    tap.append(captured)
+        if self.rules is not None:
+            try:
+                self.rules.observe(event, timestamp)
+            except Exception:
+                self.counters.incr("rule_errors")
+        if failure is not None:
+            raise failure
+
+    # -- public methods ------------------------------------------------------
+
+    def emit(
+        self,
+        action: str,
+        *,
+        actor: object = None,
+        target: object = None,
+        outcome: str = "success",
+        category: str | None = None,
+        severity: str | None = None,
+        reason: str | None = None,
+        error: object = None,
+        duration_ms: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record one event now.
+
+        Keyword arguments other than the named ones become ``attributes``.
+        ``source.function`` is the caller's ``module:qualname``. Never raises
+        (except ``AuditError`` in fail-closed mode).
+        """
+        self.emit_from(
+            _caller(1),
+            action,
+            actor=actor,
+            target=target,
+            outcome=outcome,
+            category=category,
+            severity=severity,
+            reason=reason,
+            error=error,
+            duration_ms=duration_ms,
+            attributes={**attributes, **fields} if attributes else fields,
+        )
+
+    def emit_from(
+        self,
+        function: str | None,
+        action: str,
+        *,
+        actor: object,
+        target: object,
+        outcome: str,
+        category: str | None,
+        severity: str | None,
+        reason: str | None,
+        error: object,
+        duration_ms: float | None,
+        attributes: dict[str, Any],
+    ) -> None:
+        """:meth:`emit` with an explicit ``source.function`` (for wrappers)."""
+        self.record(
+            "emit",
+            action,
+            outcome,
+            self.source_for(function),
+            actor=actor,
+            target=target,
+            category=category,
+            severity=severity,
+            reason=reason,
+            error=error,
+            duration_ms=duration_ms,
+            attributes=attributes,
+        )
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every event emitted so far is written by its sink.
+
+        Returns within *timeout* seconds (shared by all sinks): True when all
+        is written, False when the deadline passed (events stay queued).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ok = True
+        for delivery in self.deliveries:
+            ok = delivery.flush(_remaining(deadline)) and ok
+        if self.rules is not None:
+            ok = self.rules.flush(_remaining(deadline)) and ok
+        return ok
+
+    def shutdown(self, timeout: float | None = 5.0, keep: Iterable[Sink] = ()) -> bool:
+        """Deliver what is queued, close the sinks, stop threads.
+
+        Events first, then queued alert callbacks, all within *timeout*
+        seconds. What could not be delivered in time is counted as
+        ``shutdown_timeout``. Sinks in *keep* are flushed but not closed
+        (used when ``configure()`` hands them to the next Auditor).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        kept = {id(sink) for sink in keep}
+        ok = True
+        for delivery in self.deliveries:
+            close = id(delivery.sink) not in kept
+            ok = delivery.shutdown(_remaining(deadline), close_sink=close) and ok
+        if self.rules is not None:
+            ok = self.rules.shutdown(_remaining(deadline)) and ok
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: per-sink written/queued/dropped/errors, totals, conversions."""
+        sinks = {d.name: d.stats() for d in self.deliveries}
+        dropped: dict[str, int] = {}
+        for sink_stats in sinks.values():
+            for reason, n in sink_stats["dropped"].items():
+                dropped[reason] = dropped.get(reason, 0) + n
+        own = self.counters.snapshot()
+        if own.get("processor_dropped"):
+            dropped["processor"] = own["processor_dropped"]
+        result: dict[str, Any] = {
+            "sinks": sinks,
+            "dropped": dropped,
+            "conversions": ENCODE_COUNTERS.get("conversions"),
+            "processor_errors": own.get("processor_errors", 0),
+            "rule_errors": own.get("rule_errors", 0),
+        }
+        if self.rules is not None:
+            result["rules"] = self.rules.stats()
+        return result
+
+    # -- drop reporting ------------------------------------------------------
+
+    def _report_drops(self) -> None:
+        """Emit ``auditloop.dropped`` when drops grew (at most once per interval).
+
+        Called by writer threads when idle. A report that is itself dropped
+        shows up in the next report, so a sink that stays broken produces at
+        most one report per interval.
+        """
+        interval = self._drop_report_interval
+        if interval is None:
+            return
+        current = {d.name: d.drops.snapshot() for d in self.deliveries}
+        current = {name: counts for name, counts in current.items() if counts}
+        if current == self._reported_drops:
+            return
+        now = time.monotonic()
+        if now - self._last_drop_report < interval:
+            return
+        if not self._report_lock.acquire(blocking=False):
+            return
+        try:
+            new: dict[str, dict[str, int]] = {}
+            for name, counts in current.items():
+                before = self._reported_drops.get(name, {})
+                grown = {r: n - before.get(r, 0) for r, n in counts.items()}
+                grown = {r: n for r, n in grown.items() if n}
+                if grown:
+                    new[name] = grown
+            self._reported_drops = current
+            self._last_drop_report = now
+            self.record(
+                "emit",
+                "auditloop.dropped",
+                "failure",
+                self.source_base,
+                actor={"id": "auditloop", "type": "system"},
+                category="system",
+                severity="high",
+                attributes={"dropped": new, "total": current},
+            )
+        except AuditError:
+            pass  # fail-closed sinks raise to callers, never to writer threads
+        finally:
+            self._report_lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """Refresh the pid stamped on events (deliveries reset themselves)."""
+        self.source_base = self._make_source_base()
+        if self.rules is not None:
+            self.rules.after_fork_in_child()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
+
+
+def _caller(depth: int) -> str | None:
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:  # pragma: no cover - called from the top of the stack
+        return None
+    return f"{frame.f_globals.get('__name__', '?')}:{frame.f_code.co_qualname}"
+
+
+def _after_fork_in_child() -> None:
+    for auditor in list(_live_auditors):
+        auditor.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,76 @@
+"""Fast time-ordered ids (UUIDv7) and RFC 3339 timestamps.
+
+Both are on the hot path of every event, so both avoid the expensive parts of
+the standard library: ``uuid.uuid4()`` reads ``os.urandom`` and builds a UUID
+object, and ``datetime.now().isoformat()`` formats every field every time.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import UTC, datetime
+
+__all__ = ["format_rfc3339", "parse_rfc3339", "uuid7"]
+
+_getrandbits = random.getrandbits  # module-level Random reseeds itself after fork
+_uuid_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def uuid7(now_ns: int | None = None) -> str:
+    """Return a UUIDv7 string: 48 bits of Unix milliseconds, then randomness.
+
+    Ids generated in one process are strictly increasing: within one
+    millisecond the 12-bit ``rand_a`` field is a counter (RFC 9562, method 1),
+    so sorting ids sorts events by creation. Thread-safe.
+    """
+    global _last_ms, _counter  # noqa: PLW0603 - process-wide monotonic state
+    ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    with _uuid_lock:
+        if ms > _last_ms:
+            _last_ms = ms
+            _counter = _getrandbits(10)  # leave headroom before the 12-bit wrap
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms += 1
+                _counter = 0
+            ms = _last_ms
+        counter = _counter
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | _getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_second_cache: tuple[int, str] = (-1, "")  # one tuple, so readers see a pair
+
+
+def format_rfc3339(ns: int) -> str:
+    """Format a Unix time in nanoseconds as RFC 3339 UTC with microseconds.
+
+    The ``YYYY-MM-DDTHH:MM:SS.`` prefix is cached per second, so most calls
+    only format the microseconds. Thread-safe.
+    """
+    global _second_cache  # noqa: PLW0603 - one-entry cache
+    second, prefix = _second_cache
+    micros = ns // 1000
+    if micros // 1_000_000 != second:
+        second = micros // 1_000_000
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_cache = (second, prefix)
+    return f"{prefix}{micros % 1_000_000:06d}Z"
+
+
+def parse_rfc3339(text: str) -> float:
+    """Parse an RFC 3339 timestamp into a Unix timestamp.
+
+    Raises:
+        ValueError: when *text* is not an RFC 3339 date-time.
+    """
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()

@@ -1,0 +1,135 @@
+"""Scoped actor and correlation fields, carried by ``contextvars``.
+
+One ``ContextVar`` holds an immutable snapshot (a dict never mutated after it
+is set), so reading the scope on the hot path is a single ``get()`` and
+asyncio tasks and ``copy_context().run`` threads inherit it for free.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Final, ParamSpec, TypeVar, cast
+
+from auditloop._event import actor_dict
+
+__all__ = ["Scope", "bind", "current_scope", "scope_with_structlog"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Scope:
+    """The fields bound in one context, split once into actor and context.
+
+    Immutable after construction; events share its dicts read-only.
+    """
+
+    __slots__ = ("actor", "context", "fields")
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields = fields
+        self.actor = actor_dict(fields.get("actor"))
+        self.context = {k: v for k, v in fields.items() if k != "actor"}
+
+
+_EMPTY: Final = Scope({})
+_scope: contextvars.ContextVar[Scope] = contextvars.ContextVar(
+    "auditloop_scope", default=_EMPTY
+)
+
+try:  # structlog's bound contextvars are merged into every event's context
+    from structlog import contextvars as _structlog_cv
+
+    _STRUCTLOG_VARS: dict[str, Any] = _structlog_cv._CONTEXT_VARS
+    _structlog_get = _structlog_cv.get_contextvars
+except (ImportError, AttributeError):  # pragma: no cover - structlog changed shape
+    _STRUCTLOG_VARS = {"?": None}  # unknown layout: always ask structlog
+    _structlog_get = None  # type: ignore[assignment]
+
+
+def current_scope() -> Scope:
+    """Return the scope bound with :class:`bind` in the current context."""
+    return _scope.get()
+
+
+def scope_with_structlog() -> Scope:
+    """Return the current scope merged over structlog's bound contextvars.
+
+    auditloop's own ``bind()`` wins on conflicts. The structlog lookup is
+    skipped entirely while nothing was ever bound with structlog.
+    """
+    own = _scope.get()
+    if _STRUCTLOG_VARS and _structlog_get is not None:
+        theirs = _structlog_get()
+        if theirs:
+            return Scope({**theirs, **own.fields})
+    return own
+
+
+class bind:  # noqa: N801 - used like a function: ``with bind(...)``, ``@bind(...)``
+    """Bind actor and correlation fields for a scope.
+
+    ``actor=`` accepts a string id, an ``Actor`` or a dict; any other keyword
+    (``request_id``, ``tenant``, …) lands in each event's ``context``. Scopes
+    nest: an inner scope sees the outer fields and overrides them; leaving it
+    restores the outer scope exactly, even when the block raises.
+
+    Usable as ``with``/``async with`` and as a decorator of sync or async
+    functions. Thread-safe and task-safe: a scope entered in one thread or
+    task is invisible to the others, except to tasks and
+    ``copy_context().run`` calls started inside it, which inherit it.
+    """
+
+    __slots__ = ("_fields", "_tokens")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        self._tokens: list[contextvars.Token[Scope]] = []
+
+    def __enter__(self) -> Mapping[str, Any]:
+        scope = Scope({**_scope.get().fields, **self._fields})
+        self._tokens.append(_scope.set(scope))
+        return scope.fields
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _scope.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> Mapping[str, Any]:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Decorate *fn* so every call runs inside this scope."""
+        fields = self._fields
+        if inspect.iscoroutinefunction(fn):
+            async_fn = cast("Callable[P, Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with bind(**fields):
+                    return await async_fn(*args, **kwargs)
+
+            return cast("Callable[P, R]", async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            with bind(**fields):
+                return fn(*args, **kwargs)
+
+        return wrapper

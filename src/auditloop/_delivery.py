@@ -1,0 +1,446 @@
+"""The delivery engine shared by every sink.
+
+Each sink gets one :class:`AsyncDelivery` (bounded queue + background writer
+thread, the default) or :class:`SyncDelivery` (write in the caller's thread,
+for fail-closed auditing). Sinks only write batches; queueing, batching,
+overflow, flush/shutdown deadlines, fork safety and drop counting live here,
+once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import attrs
+
+from auditloop._counters import Counters
+from auditloop._types import Sink
+from auditloop.exceptions import AuditError, ConfigurationError
+
+__all__ = ["AsyncDelivery", "Delivery", "SyncDelivery", "start_delivery"]
+
+Overflow = Literal["block", "drop_oldest", "drop_newest"]
+_OVERFLOWS: Final = ("block", "drop_oldest", "drop_newest")
+
+
+def _positive(name: str, allow_zero: bool = False) -> Callable[[Any, Any, Any], None]:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(
+                f"Delivery: {name} must be a number, got {value!r}"
+            )
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "greater than zero"
+            raise ConfigurationError(f"Delivery: {name} must be {bound}, got {value!r}")
+
+    return check
+
+
+def _one_of(name: str, allowed: tuple[str, ...]) -> Callable[[Any, Any, Any], None]:
+    def check(_inst: Any, _attr: Any, value: Any) -> None:
+        if value not in allowed:
+            raise ConfigurationError(
+                f"Delivery: {name} must be one of {', '.join(allowed)}; got {value!r}"
+            )
+
+    return check
+
+
+@attrs.frozen
+class Delivery:
+    """How events reach one sink.
+
+    Args:
+        mode: ``"async"`` (default): the caller appends to a bounded queue and
+            never waits on I/O; a background thread writes batches.
+            ``"sync"``: the caller writes the event itself before returning.
+        on_error: ``"count"`` (default): failed writes are counted as drops.
+            ``"raise"`` (sync mode only): a failed write raises
+            :class:`~auditloop.exceptions.AuditError` into the audited call —
+            fail-closed auditing.
+        queue_size: events held in memory per sink (async mode).
+        batch_size: most events handed to one ``write()``.
+        flush_interval: longest a queued event waits before it is written (s).
+        overflow: when the queue is full: ``"block"`` (default) waits up to
+            ``block_timeout`` for room, then drops and counts (``queue_full``);
+            ``"drop_oldest"`` and ``"drop_newest"`` never wait.
+        block_timeout: seconds a caller waits for room with ``"block"``.
+    """
+
+    mode: Literal["async", "sync"] = attrs.field(
+        default="async", validator=_one_of("mode", ("async", "sync"))
+    )
+    on_error: Literal["count", "raise"] = attrs.field(
+        default="count", validator=_one_of("on_error", ("count", "raise"))
+    )
+    queue_size: int = attrs.field(default=10_000, validator=_positive("queue_size"))
+    batch_size: int = attrs.field(default=512, validator=_positive("batch_size"))
+    flush_interval: float = attrs.field(
+        default=0.2, validator=_positive("flush_interval")
+    )
+    overflow: Overflow = attrs.field(
+        default="block", validator=_one_of("overflow", _OVERFLOWS)
+    )
+    block_timeout: float = attrs.field(
+        default=5.0, validator=_positive("block_timeout", allow_zero=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.on_error == "raise" and self.mode != "sync":
+            raise ConfigurationError(
+                'Delivery: on_error="raise" needs mode="sync" (an async write '
+                "fails after the audited call has returned)"
+            )
+
+
+class _FlushMarker:
+    """Queued behind the events a flush must wait for."""
+
+    __slots__ = ("done", "sink_flush_timeout")
+
+    def __init__(self, sink_flush_timeout: float | None) -> None:
+        self.done = threading.Event()
+        self.sink_flush_timeout = sink_flush_timeout
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+class _BaseDelivery:
+    def __init__(self, sink: Sink, policy: Delivery, name: str) -> None:
+        self.sink = sink
+        self.policy = policy
+        self.name = name
+        self.drops = Counters()
+        self.written = 0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    def _failed(self, exc: BaseException, count: int) -> None:
+        self.errors += 1
+        self.last_error = _describe(exc)
+        self.drops.incr("sink_error", count)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``auditloop.stats()``."""
+        return {
+            "mode": self.policy.mode,
+            "written": self.written,
+            "queued": 0,
+            "dropped": self.drops.snapshot(),
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+
+class SyncDelivery(_BaseDelivery):
+    """Writes each event in the caller's thread, under a lock.
+
+    Blocking: the caller waits for the sink. With ``on_error="raise"`` a
+    failed write raises :class:`AuditError`; otherwise it is counted.
+    """
+
+    def __init__(self, sink: Sink, policy: Delivery, name: str) -> None:
+        super().__init__(sink, policy, name)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def put(self, line: bytes) -> None:
+        """Write *line* now; raise :class:`AuditError` if fail-closed and it fails."""
+        with self._lock:
+            if self._closed:
+                self.drops.incr("closed")
+                if self.policy.on_error == "raise":
+                    raise AuditError(f"audit sink {self.name} is closed")
+                return
+            try:
+                self.sink.write((line,))
+            except Exception as exc:
+                self._failed(exc, 1)
+                if self.policy.on_error == "raise":
+                    msg = f"audit record not written to {self.name}: {self.last_error}"
+                    raise AuditError(msg) from exc
+                return
+            self.written += 1
+
+    def flush(self, timeout: float | None) -> bool:
+        """Flush the sink; return False if it raised."""
+        try:
+            with self._lock:
+                self.sink.flush(timeout)
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = _describe(exc)
+            return False
+        return True
+
+    def shutdown(self, timeout: float | None, close_sink: bool = True) -> bool:
+        """Flush and (unless the sink is reused) close it."""
+        ok = self.flush(timeout)
+        if close_sink:
+            with self._lock:
+                self._closed = True
+                try:
+                    self.sink.close(timeout)
+                except Exception as exc:
+                    self.errors += 1
+                    self.last_error = _describe(exc)
+                    ok = False
+        return ok
+
+    def after_fork_in_child(self) -> None:
+        """Give the child a fresh lock (the parent's may have been held)."""
+        self._lock = threading.Lock()
+
+
+_live: weakref.WeakSet[AsyncDelivery | SyncDelivery] = weakref.WeakSet()
+
+
+class AsyncDelivery(_BaseDelivery):
+    """A bounded queue and one background writer thread for one sink.
+
+    ``put()`` never does I/O: it appends to a deque (thread-safe, lock-free
+    under the GIL) and wakes the writer when a batch is ready. The writer
+    thread starts on the first event, so configuring does not spawn threads
+    for sinks that never receive one. The bound is checked before appending,
+    so concurrent producers may overshoot it by at most one event each.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        policy: Delivery,
+        name: str,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(sink, policy, name)
+        self._on_idle = on_idle
+        self._reset()
+
+    def _reset(self) -> None:
+        self._queue: deque[bytes | _FlushMarker] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Condition(threading.Lock())
+        self._start_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self._closed = False
+        self._inflight = 0
+
+    # -- producer side -------------------------------------------------------
+
+    def put(self, line: bytes) -> None:
+        """Queue *line* for the writer. Never raises; may wait (overflow "block")."""
+        queue = self._queue
+        if len(queue) >= self.policy.queue_size and not self._make_room():
+            return
+        if self._closed:
+            self.drops.incr("closed")
+            return
+        queue.append(line)
+        if self._worker is None:
+            self._start()
+        elif len(queue) >= self.policy.batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _make_room(self) -> bool:
+        policy = self.policy
+        if policy.overflow == "drop_oldest":
+            try:
+                oldest = self._queue.popleft()
+            except IndexError:  # the writer emptied it meanwhile
+                return True
+            if isinstance(oldest, _FlushMarker):  # never drop a flush waiter
+                self._queue.appendleft(oldest)
+                self.drops.incr("queue_full")
+                return False
+            self.drops.incr("queue_full")
+            return True
+        if policy.overflow == "drop_newest" or self._is_writer_thread():
+            self.drops.incr("queue_full")
+            return False
+        # "block": wait for the writer to make room, up to block_timeout.
+        if self._worker is None:
+            self._start()
+        self._wake.set()
+        deadline = time.monotonic() + policy.block_timeout
+        with self._room:
+            while len(self._queue) >= policy.queue_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._room.wait(remaining):
+                    if len(self._queue) < policy.queue_size:
+                        break
+                    self.drops.incr("queue_full")
+                    return False
+        return True
+
+    def _is_writer_thread(self) -> bool:
+        worker = self._worker
+        return worker is not None and worker.ident == threading.get_ident()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._worker is not None:
+                return
+            worker = threading.Thread(
+                target=self._run, name=f"auditloop-{self.name}", daemon=True
+            )
+            worker.start()
+            self._worker = worker
+
+    # -- writer side ---------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.policy.flush_interval)
+            self._wake.clear()
+            self._drain()
+            if self._on_idle is not None:
+                self._on_idle()
+            if self._stopping and not self._queue:
+                break
+        self._close_sink()
+
+    def _drain(self) -> None:
+        queue, batch_size = self._queue, self.policy.batch_size
+        batch: list[bytes] = []
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if isinstance(item, _FlushMarker):
+                self._write(batch)
+                batch = []
+                self._flush_sink(item.sink_flush_timeout)
+                item.done.set()
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                self._write(batch)
+                batch = []
+        self._write(batch)
+
+    def _write(self, batch: list[bytes]) -> None:
+        if not batch:
+            return
+        self._inflight = len(batch)
+        try:
+            self.sink.write(batch)
+        except Exception as exc:
+            self._failed(exc, len(batch))
+        else:
+            self.written += len(batch)
+        self._inflight = 0
+        with self._room:
+            self._room.notify_all()
+
+    def _flush_sink(self, timeout: float | None) -> None:
+        try:
+            self.sink.flush(timeout)
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = _describe(exc)
+
+    def _close_sink(self) -> None:
+        if self._close_on_stop:
+            try:
+                self.sink.close(None)
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = _describe(exc)
+
+    # -- control -------------------------------------------------------------
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until everything queued before this call is written and flushed.
+
+        Returns:
+            True when done within *timeout* seconds, False otherwise (the
+            events stay queued and will still be written).
+        """
+        if self._worker is None and not self._queue:
+            self._flush_sink(timeout)
+            return True
+        marker = _FlushMarker(timeout)
+        self._queue.append(marker)
+        if self._worker is None:
+            self._start()
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    def shutdown(self, timeout: float | None, close_sink: bool = True) -> bool:
+        """Write what is queued, close the sink, stop the writer.
+
+        Returns within *timeout* seconds. Events still queued (or in a write
+        that is still running) then are counted as ``shutdown_timeout`` drops.
+        """
+        self._close_on_stop = close_sink
+        self._closed = True
+        if self._worker is None:
+            if self._queue:
+                self._start()
+            else:
+                self._close_sink()
+                return True
+        self._stopping = True
+        self._wake.set()
+        worker = self._worker
+        assert worker is not None
+        worker.join(timeout)
+        if worker.is_alive():
+            lost = sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
+            self._queue.clear()
+            self.drops.incr("shutdown_timeout", lost + self._inflight)
+            return False
+        return True
+
+    _close_on_stop = True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``auditloop.stats()``, with the current queue length."""
+        result = super().stats()
+        result["queued"] = len(self._queue)
+        return result
+
+    def after_fork_in_child(self) -> None:
+        """Start the child with an empty queue and no writer thread.
+
+        Events queued in the parent before the fork are the parent's to
+        deliver; copying them would deliver them twice.
+        """
+        self._reset()
+        self.drops.reset()
+        self.written = 0
+
+
+def start_delivery(
+    sink: Sink,
+    policy: Delivery,
+    name: str,
+    on_idle: Callable[[], None] | None = None,
+) -> AsyncDelivery | SyncDelivery:
+    """Wrap *sink* in the delivery engine its policy asks for."""
+    delivery: AsyncDelivery | SyncDelivery
+    if policy.mode == "sync":
+        delivery = SyncDelivery(sink, policy, name)
+    else:
+        delivery = AsyncDelivery(sink, policy, name, on_idle)
+    _live.add(delivery)
+    return delivery
+
+
+def _after_fork_in_child() -> None:
+    for delivery in list(_live):
+        delivery.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
