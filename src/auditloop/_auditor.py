@@ -94,6 +94,7 @@ class Auditor:
         redact: ``True`` (default) for the default :class:`Redactor`, a
             configured :class:`Redactor`, or ``False`` to turn redaction off.
         rules: rule objects from :mod:`auditloop.rules`.
+        rule_store: where rules keep their window state (default: in memory).
         delivery: the default delivery policy for sinks without their own.
         denied: exception types recorded as ``outcome="denied"``.
         clock: a function returning Unix time in seconds (tests inject a
@@ -114,6 +115,7 @@ class Auditor:
         processors: Iterable[Processor] = (),
         redact: bool | Redactor = True,
         rules: Iterable[Any] = (),
+        rule_store: Any = None,
         delivery: Delivery | None = None,
         denied: tuple[type[BaseException], ...] = (PermissionError,),
         clock: Callable[[], float] | None = None,
@@ -163,7 +165,9 @@ class Auditor:
         if rule_list:
             from auditloop.rules._engine import RuleEngine
 
-            self.rules = RuleEngine(rule_list, auditor=self, clock=clock)
+            self.rules = RuleEngine(
+                rule_list, auditor=self, clock=clock, store=rule_store
+            )
         _live_auditors.add(self)
 
     # -- validation (configure time) -----------------------------------------

@@ -20,10 +20,12 @@ class RuleEngine:
         *,
         auditor: Auditor,
         clock: Callable[[], float] | None,
+        store: Any = None,
     ) -> None:
         self.rules = list(rules)
         self.auditor = auditor
         self.clock = clock
+        self.store = store
 
     def observe(self, event: dict[str, Any], timestamp: float) -> None:
         """See one processed event at *timestamp* (Unix seconds)."""
