@@ -119,7 +119,10 @@ class _BaseDelivery:
         self.sink = sink
         self.policy = policy
         self.name = name
-        self.drops = Counters()
+        # A sink that counts its own drops (http_4xx, retry_exhausted…) exposes
+        # a ``drops`` Counters; the engine shares it so every drop is in one place.
+        sink_drops = getattr(sink, "drops", None)
+        self.drops = sink_drops if isinstance(sink_drops, Counters) else Counters()
         self.written = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -130,8 +133,8 @@ class _BaseDelivery:
         self.drops.incr("sink_error", count)
 
     def stats(self) -> dict[str, Any]:
-        """Counters for ``auditloop.stats()``."""
-        return {
+        """Counters for ``auditloop.stats()``, plus the sink's own ``stats()``."""
+        result: dict[str, Any] = {
             "mode": self.policy.mode,
             "written": self.written,
             "queued": 0,
@@ -139,6 +142,13 @@ class _BaseDelivery:
             "errors": self.errors,
             "last_error": self.last_error,
         }
+        sink_stats = getattr(self.sink, "stats", None)
+        if callable(sink_stats):
+            try:
+                result["sink"] = sink_stats()
+            except Exception as exc:
+                result["sink"] = {"error": _describe(exc)}
+        return result
 
 
 class SyncDelivery(_BaseDelivery):
