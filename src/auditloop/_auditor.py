@@ -23,7 +23,7 @@ from auditloop._context import scope_with_structlog
 from auditloop._counters import Counters
 from auditloop._delivery import AsyncDelivery, Delivery, SyncDelivery, start_delivery
 from auditloop._encode import COUNTERS as ENCODE_COUNTERS
-from auditloop._encode import encode
+from auditloop._encode import MAX_STRING, encode, to_jsonable
 from auditloop._event import AuditEvent, actor_dict, target_dict
 from auditloop._options import checked_options
 from auditloop._redact import Redactor
@@ -32,6 +32,8 @@ from auditloop.exceptions import AuditError, ConfigurationError, DropEvent
 
 if TYPE_CHECKING:
     from auditloop.rules._engine import RuleEngine
+
+_dumps = orjson.dumps
 
 __all__ = ["Auditor", "add_tap", "remove_tap"]
 
@@ -242,25 +244,28 @@ class Auditor:
 
     # -- the hot path --------------------------------------------------------
 
-    def record(
+    def record(  # noqa: PLR0917 - positional on purpose: the hot path
         self,
         method: str,
         action: str,
         outcome: str,
         source: dict[str, Any],
-        *,
-        actor: object = None,
-        target: object = None,
-        category: str | None = None,
-        severity: str | None = None,
-        reason: str | None = None,
-        error: object = None,
-        duration_ms: float | None = None,
-        attributes: dict[str, Any] | None = None,
+        actor: dict[str, Any] | None,
+        target: dict[str, Any] | None,
+        category: str | None,
+        severity: str | None,
+        reason: str | None,
+        error: object,
+        duration_ms: float | None,
+        attributes: dict[str, Any] | None,
     ) -> None:
-        """Build one event and send it through processors, sinks and rules.
+        """Build one event and send it through processors, sinks, taps and rules.
 
-        Never raises, except :class:`AuditError` from a fail-closed sink.
+        This is the hot path, written as one function on purpose (each call
+        layer costs ~0.1 µs). Arguments are positional and already in wire
+        form (see ``actor_dict``/``target_dict``); a missing actor comes from
+        the bound scope. Never raises, except :class:`AuditError` from a
+        fail-closed sink.
         """
         try:
             ns = self._time_ns()
@@ -275,11 +280,12 @@ class Auditor:
             if severity is not None:
                 event["severity"] = severity
             scope = scope_with_structlog()
-            actor_field = actor_dict(actor) if actor is not None else scope.actor
-            if actor_field is not None:
-                event["actor"] = actor_field
+            if actor is None:
+                actor = scope.actor
+            if actor is not None:
+                event["actor"] = actor
             if target is not None:
-                event["target"] = target_dict(target)
+                event["target"] = target
             if reason is not None:
                 event["reason"] = reason
             if error is not None:
@@ -303,14 +309,15 @@ class Auditor:
                 except Exception:
                     # A broken processor must not lose the event: skip its change.
                     self.counters.incr("processor_errors")
-            line = encode(event)
+            try:
+                line = _dumps(event, default=to_jsonable)
+            except Exception:
+                line = b""
+            if not line or len(line) > MAX_STRING:
+                line = encode(event)  # the slow, never-failing path
         except Exception:  # pragma: no cover - defensive: nothing may escape
             self.counters.incr("internal_errors")
             return
-        self.deliver(line, event, ns / 1e9)
-
-    def deliver(self, line: bytes, event: dict[str, Any], timestamp: float) -> None:
-        """Hand an encoded event to every sink, every tap and the rules."""
         failure: AuditError | None = None
         for delivery in self.deliveries:
             try:
@@ -318,20 +325,20 @@ class Auditor:
             except AuditError as exc:  # fail-closed: still deliver elsewhere first
                 failure = exc
         if _taps:
-            try:
-                captured = AuditEvent.from_dict(orjson.loads(line))
-            except Exception:  # pragma: no cover - encode() only makes valid JSON
-                captured = None
-            if captured is not None:
-                for tap in _taps:
-                    tap.append(captured)
+            self._tap(line)
         if self.rules is not None:
             try:
-                self.rules.observe(event, timestamp)
+                self.rules.observe(event, ns / 1e9)
             except Exception:
                 self.counters.incr("rule_errors")
         if failure is not None:
             raise failure
+
+    @staticmethod
+    def _tap(line: bytes) -> None:
+        captured = AuditEvent.from_dict(orjson.loads(line))
+        for tap in _taps:
+            tap.append(captured)
 
     # -- public methods ------------------------------------------------------
 
@@ -391,14 +398,14 @@ class Auditor:
             action,
             outcome,
             self.source_for(function),
-            actor=actor,
-            target=target,
-            category=category,
-            severity=severity,
-            reason=reason,
-            error=error,
-            duration_ms=duration_ms,
-            attributes=attributes,
+            actor_dict(actor),
+            target_dict(target),
+            category,
+            severity,
+            reason,
+            error,
+            duration_ms,
+            attributes,
         )
 
     def flush(self, timeout: float | None = 5.0) -> bool:
@@ -490,10 +497,14 @@ class Auditor:
                 "auditloop.dropped",
                 "failure",
                 self.source_base,
-                actor={"id": "auditloop", "type": "system"},
-                category="system",
-                severity="high",
-                attributes={"dropped": new, "total": current},
+                {"id": "auditloop", "type": "system"},
+                None,
+                "system",
+                "high",
+                None,
+                None,
+                None,
+                {"dropped": new, "total": current},
             )
         except AuditError:
             pass  # fail-closed sinks raise to callers, never to writer threads

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from auditloop._auditor import Auditor, _caller
+from auditloop._event import actor_dict, target_dict
 from auditloop.exceptions import ConfigurationError
 
 __all__ = ["Recorder", "make_audit", "make_audited"]
@@ -89,7 +90,7 @@ class _CallSpec:
         self.severity = severity
         self.capture_args = tuple(n for n in capture if n != _RETURN)
         self.capture_return = _RETURN in capture
-        self.target = target if isinstance(target, str) else None
+        self.target = target_dict(target) if isinstance(target, str) else None
         self.target_fn = target if callable(target) else None
         self.function = f"{fn.__module__}:{fn.__qualname__}"
         self.get_auditor = get_auditor
@@ -116,13 +117,13 @@ class _CallSpec:
         if cached_base is not auditor.source_base:
             source = auditor.source_for(self.function)
             self.source_cache = (auditor.source_base, source)
-        target: object = self.target
+        target = self.target
         attributes: dict[str, Any] | None = None
         if self.target_fn is not None or self.capture_args:
             named = self.named_arguments(args, kwargs)
             if self.target_fn is not None:
                 try:
-                    target = self.target_fn(**named)
+                    target = target_dict(self.target_fn(**named))
                 except Exception as target_exc:
                     target = None
                     attributes = {"target_error": repr(target_exc)}
@@ -144,12 +145,14 @@ class _CallSpec:
             self.action,
             outcome,
             source,
-            target=target,
-            category=self.category,
-            severity=self.severity,
-            error=exc,
-            duration_ms=duration_ms,
-            attributes=attributes,
+            None,
+            target,
+            self.category,
+            self.severity,
+            None,
+            exc,
+            duration_ms,
+            attributes,
         )
 
 
@@ -282,14 +285,14 @@ class Recorder:
             self.action,
             outcome,
             auditor.source_for(self._function),
-            actor=self.actor,
-            target=self.target,
-            category=self.category,
-            severity=self.severity,
-            reason=self.reason,
-            error=exc,
-            duration_ms=duration_ms,
-            attributes=self.attributes,
+            actor_dict(self.actor),
+            target_dict(self.target),
+            self.category,
+            self.severity,
+            self.reason,
+            exc,
+            duration_ms,
+            self.attributes,
         )
 
     async def __aenter__(self) -> Recorder:

@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Final
 
 __all__ = ["format_rfc3339", "parse_rfc3339", "uuid7"]
 
@@ -18,6 +19,8 @@ _getrandbits = random.getrandbits  # module-level Random reseeds itself after fo
 _uuid_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_ms_prefix = ""
+_VARIANT: Final = 0b10 << 62
 
 
 def uuid7(now_ns: int | None = None) -> str:
@@ -25,24 +28,25 @@ def uuid7(now_ns: int | None = None) -> str:
 
     Ids generated in one process are strictly increasing: within one
     millisecond the 12-bit ``rand_a`` field is a counter (RFC 9562, method 1),
-    so sorting ids sorts events by creation. Thread-safe.
+    so sorting ids sorts events by creation; the 62 ``rand_b`` bits are
+    random per id. The formatted millisecond prefix is cached. Thread-safe.
     """
-    global _last_ms, _counter  # noqa: PLW0603 - process-wide monotonic state
+    global _last_ms, _counter, _ms_prefix  # noqa: PLW0603 - process-wide state
     ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
     with _uuid_lock:
         if ms > _last_ms:
             _last_ms = ms
             _counter = _getrandbits(10)  # leave headroom before the 12-bit wrap
+            _ms_prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
         else:
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
                 _last_ms += 1
                 _counter = 0
-            ms = _last_ms
-        counter = _counter
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | _getrandbits(62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+                _ms_prefix = f"{_last_ms >> 16:08x}-{_last_ms & 0xFFFF:04x}-7"
+        prefix, counter = _ms_prefix, _counter
+    tail = f"{_VARIANT | _getrandbits(62):016x}"
+    return f"{prefix}{counter:03x}-{tail[:4]}-{tail[4:]}"
 
 
 _second_cache: tuple[int, str] = (-1, "")  # one tuple, so readers see a pair

@@ -35,6 +35,7 @@ DEFAULT_REDACT_KEYS: Final[frozenset[str]] = frozenset(
     }
 )
 _MAX_DEPTH: Final = 64
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _CACHE_LIMIT: Final = 4096
 
 
@@ -61,7 +62,7 @@ class Redactor:
         marker: the replacement value.
     """
 
-    __slots__ = ("_cache", "keys", "marker")
+    __slots__ = ("_cache", "_last_context", "keys", "marker")
 
     def __init__(
         self,
@@ -78,6 +79,9 @@ class Redactor:
         self.keys = frozenset(_normalise(k) for k in (*base, *extra_keys))
         self.marker = marker
         self._cache: dict[object, bool] = {}
+        # The context dict usually is one bound scope's, shared by many events
+        # and never mutated: remember the last one redacted (input, output).
+        self._last_context: tuple[object, Any] = (None, None)
 
     def is_secret(self, key: object) -> bool:
         """Tell whether values under *key* are redacted."""
@@ -94,10 +98,18 @@ class Redactor:
         if isinstance(value, Mapping):
             if depth >= _MAX_DEPTH:
                 return "<too deep or cyclic>"
-            return {
-                k: self.marker if self.is_secret(k) else self.redact(v, depth + 1)
-                for k, v in value.items()
-            }
+            cache, out = self._cache, {}
+            for k, v in value.items():
+                secret = cache.get(k)
+                if secret is None:
+                    secret = self.is_secret(k)
+                if secret:
+                    out[k] = self.marker
+                elif type(v) in _SCALARS:
+                    out[k] = v
+                else:
+                    out[k] = self.redact(v, depth + 1)
+            return out
         if isinstance(value, list | tuple):
             if depth >= _MAX_DEPTH:
                 return "<too deep or cyclic>"
@@ -113,5 +125,9 @@ class Redactor:
             event["attributes"] = self.redact(attributes)
         context = event.get("context")
         if context:
-            event["context"] = self.redact(context)
+            seen, redacted = self._last_context
+            if context is not seen:
+                redacted = self.redact(context)
+                self._last_context = (context, redacted)
+            event["context"] = redacted
         return event
