@@ -14,7 +14,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     cells = [[_cell(row.get(h)) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = [
-        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
+        "| "
+        + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+        + " |",
         "|" + "|".join("-" * (w + 2) for w in widths) + "|",
     ]
     lines.extend(

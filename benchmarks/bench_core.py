@@ -24,12 +24,14 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _table import format_table  # noqa: E402
+from _table import format_table
 
 N = int(os.environ.get("BENCH_N", "100000"))
 
 
-def _measure(name: str, make: Callable[[Path], tuple[Callable[[int], Any], Callable[[], None]]]) -> dict[str, Any]:
+def _measure(
+    name: str, make: Callable[[Path], tuple[Callable[[int], Any], Callable[[], None]]]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.jsonl"
         call, finish = make(path)
@@ -195,8 +197,12 @@ def floor_setup(path: Path) -> tuple[Callable[[int], Any], Callable[[], None]]:
     from auditloop._clock import format_rfc3339, uuid7
 
     stream = path.open("wb", buffering=1 << 16)
-    source = {"service": "bench", "host": socket.gethostname(), "pid": os.getpid(),
-              "function": f"{__name__}:handler"}
+    source = {
+        "service": "bench",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "function": f"{__name__}:handler",
+    }
     actor = {"id": "alice", "type": "user"}
     context = {"request_id": "r-1"}
     target = {"id": "document:1", "type": "document"}

@@ -13,8 +13,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import orjson
 
@@ -31,7 +31,11 @@ from auditloop._types import Processor, Sink
 from auditloop.exceptions import AuditError, ConfigurationError, DropEvent
 
 if TYPE_CHECKING:
+    from auditloop._capture import Recorder
     from auditloop.rules._engine import RuleEngine
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _dumps = orjson.dumps
 
@@ -406,6 +410,52 @@ class Auditor:
             error,
             duration_ms,
             attributes,
+        )
+
+    def audited(
+        self,
+        action: str,
+        *,
+        target: str | Callable[..., object] | None = None,
+        category: str | None = None,
+        severity: str | None = None,
+        capture: Collection[str] = (),
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Like :func:`auditloop.audited`, recording through this Auditor."""
+        from auditloop._capture import make_audited
+
+        return make_audited(
+            lambda: self,
+            action,
+            target=target,
+            category=category,
+            severity=severity,
+            capture=capture,
+        )
+
+    def audit(
+        self,
+        action: str,
+        *,
+        target: object = None,
+        actor: object = None,
+        category: str | None = None,
+        severity: str | None = None,
+        reason: str | None = None,
+        **attributes: Any,
+    ) -> Recorder:
+        """Like :func:`auditloop.audit`, recording through this Auditor."""
+        from auditloop._capture import make_audit
+
+        return make_audit(
+            lambda: self,
+            action,
+            target=target,
+            actor=actor,
+            category=category,
+            severity=severity,
+            reason=reason,
+            attributes=attributes,
         )
 
     def flush(self, timeout: float | None = 5.0) -> bool:
