@@ -9,7 +9,6 @@ timing, one event build and one enqueue.
 from __future__ import annotations
 
 import functools
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Collection
 from types import TracebackType
@@ -36,6 +35,7 @@ class _CallSpec:
         "capture_args",
         "capture_return",
         "category",
+        "defaults",
         "function",
         "get_auditor",
         "param_names",
@@ -63,12 +63,21 @@ class _CallSpec:
             raise ConfigurationError(
                 f"audited: capture takes a list of names, got the string {capture!r}"
             )
+        import inspect  # lazily: decoration time only, keeps the import cheap
+
         params = inspect.signature(fn).parameters
         self.param_names = tuple(
             name
             for name, p in params.items()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         )
+        # Parameters left at their default still have a value the target
+        # callable and ``capture=`` should see.
+        self.defaults = {
+            name: p.default
+            for name, p in params.items()
+            if p.default is not p.empty
+        }
         accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
         unknown = [
             n
@@ -99,7 +108,8 @@ class _CallSpec:
     def named_arguments(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        named = dict(zip(self.param_names, args, strict=False))
+        named = dict(self.defaults)
+        named.update(zip(self.param_names, args, strict=False))
         named.update(kwargs)
         return named
 
@@ -173,6 +183,8 @@ def make_audited(
             return cast("Callable[P, R]", type(fn)(wrapped))
         spec = _CallSpec(fn, action, target, category, severity, capture, get_auditor)
         perf_counter_ns = time.perf_counter_ns
+
+        import inspect
 
         if inspect.iscoroutinefunction(fn):
             async_fn = cast("Callable[P, Awaitable[Any]]", fn)

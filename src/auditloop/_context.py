@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
@@ -41,14 +41,10 @@ _scope: contextvars.ContextVar[Scope] = contextvars.ContextVar(
     "auditloop_scope", default=_EMPTY
 )
 
-try:  # structlog's bound contextvars are merged into every event's context
-    from structlog import contextvars as _structlog_cv
-
-    _STRUCTLOG_VARS: dict[str, Any] = _structlog_cv._CONTEXT_VARS
-    _structlog_get = _structlog_cv.get_contextvars
-except (ImportError, AttributeError):  # pragma: no cover - structlog changed shape
-    _STRUCTLOG_VARS = {"?": None}  # unknown layout: always ask structlog
-    _structlog_get = None  # type: ignore[assignment]
+# structlog's bound contextvars are merged into every event's context. Importing
+# structlog costs ~35 ms (it pulls in asyncio and ssl), so it is looked up in
+# sys.modules instead: an application that binds with structlog has imported it.
+_modules = sys.modules
 
 
 def current_scope() -> Scope:
@@ -60,11 +56,13 @@ def scope_with_structlog() -> Scope:
     """Return the current scope merged over structlog's bound contextvars.
 
     auditloop's own ``bind()`` wins on conflicts. The structlog lookup is
-    skipped entirely while nothing was ever bound with structlog.
+    skipped entirely while structlog is not imported or nothing was ever
+    bound with it.
     """
     own = _scope.get()
-    if _STRUCTLOG_VARS and _structlog_get is not None:
-        theirs = _structlog_get()
+    structlog_cv = _modules.get("structlog.contextvars")
+    if structlog_cv is not None and getattr(structlog_cv, "_CONTEXT_VARS", True):
+        theirs = structlog_cv.get_contextvars()
         if theirs:
             return Scope({**theirs, **own.fields})
     return own
@@ -117,6 +115,8 @@ class bind:  # noqa: N801 - used like a function: ``with bind(...)``, ``@bind(..
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate *fn* so every call runs inside this scope."""
         fields = self._fields
+        import inspect  # lazily: decoration time only, keeps the import cheap
+
         if inspect.iscoroutinefunction(fn):
             async_fn = cast("Callable[P, Awaitable[Any]]", fn)
 

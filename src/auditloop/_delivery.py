@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from auditloop._counters import Counters
+from auditloop._options import checked_options
 from auditloop._types import Sink
 from auditloop.exceptions import AuditError, ConfigurationError
 
@@ -97,6 +98,10 @@ class Delivery:
                 'Delivery: on_error="raise" needs mode="sync" (an async write '
                 "fails after the audited call has returned)"
             )
+
+
+# attrs generates Delivery.__init__; route a misspelt option to a clear error.
+Delivery.__init__ = checked_options(Delivery.__init__)  # type: ignore[method-assign]
 
 
 class _FlushMarker:
@@ -185,6 +190,8 @@ class SyncDelivery(_BaseDelivery):
         """Flush the sink; return False if it raised."""
         try:
             with self._lock:
+                if self._closed:  # closed sinks were flushed when closing
+                    return True
                 self.sink.flush(timeout)
         except Exception as exc:
             self.errors += 1
@@ -233,6 +240,10 @@ class AsyncDelivery(_BaseDelivery):
     ) -> None:
         super().__init__(sink, policy, name)
         self._on_idle = on_idle
+        # Wake the writer for a full batch, or a full queue when the queue is
+        # smaller than a batch (else drop_* policies would drop until the
+        # next flush_interval tick).
+        self._wake_at = min(policy.batch_size, policy.queue_size)
         self._reset()
 
     def _reset(self) -> None:
@@ -258,7 +269,7 @@ class AsyncDelivery(_BaseDelivery):
         queue.append(line)
         if self._worker is None:
             self._start()
-        elif len(queue) >= self.policy.batch_size and not self._wake.is_set():
+        elif len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
 
     def _make_room(self) -> bool:
@@ -292,6 +303,10 @@ class AsyncDelivery(_BaseDelivery):
                     return False
         return True
 
+    def _worker_alive(self) -> bool:
+        worker = self._worker
+        return worker is not None and worker.is_alive()
+
     def _is_writer_thread(self) -> bool:
         worker = self._worker
         return worker is not None and worker.ident == threading.get_ident()
@@ -314,7 +329,11 @@ class AsyncDelivery(_BaseDelivery):
             self._wake.clear()
             self._drain()
             if self._on_idle is not None:
-                self._on_idle()
+                try:
+                    self._on_idle()
+                except Exception as exc:  # the writer must outlive its hooks
+                    self.errors += 1
+                    self.last_error = _describe(exc)
             if self._stopping and not self._queue:
                 break
         self._close_sink()
@@ -377,6 +396,8 @@ class AsyncDelivery(_BaseDelivery):
             True when done within *timeout* seconds, False otherwise (the
             events stay queued and will still be written).
         """
+        if self._closed and not self._worker_alive():
+            return not self._queue  # shut down: nothing will be written anymore
         if self._worker is None and not self._queue:
             self._flush_sink(timeout)
             return True
@@ -451,6 +472,11 @@ def start_delivery(
 def _after_fork_in_child() -> None:
     for delivery in list(_live):
         delivery.after_fork_in_child()
+        # Sinks with locks or connections of their own reset them here: a lock
+        # held by the parent's writer thread at fork time would never be freed.
+        sink_hook = getattr(delivery.sink, "after_fork_in_child", None)
+        if callable(sink_hook):
+            sink_hook()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

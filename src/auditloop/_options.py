@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
-import inspect
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -23,17 +21,21 @@ def checked_options(fn: Callable[P, R]) -> Callable[P, R]:
     closest valid option, instead of a bare ``TypeError``. Only for
     configure-time callables: it costs a signature bind per call.
     """
-    signature = inspect.signature(fn)
     label = fn.__qualname__.removesuffix(".__init__")
-    names = [p for p in signature.parameters if p != "self"]
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import inspect  # lazily: keeps `import auditloop` cheap
+
+        signature = inspect.signature(fn)
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             unknown = [k for k in kwargs if k not in signature.parameters]
             if unknown:
+                import difflib
+
+                names = [p for p in signature.parameters if p != "self"]
                 close = difflib.get_close_matches(unknown[0], names, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 msg = f"{label}: unknown option {unknown[0]!r}{hint}"
