@@ -28,6 +28,7 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 test: lint typecheck
+	sh tools/ensure-chromium.sh || echo "chromium unavailable: the report browser test will skip"
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term
 
 bench: $(VENV)/.installed-dev

@@ -11,10 +11,13 @@ __all__ = ["escape", "render_line"]
 
 # C0 controls, DEL and C1 controls: none may reach a terminal unescaped, or a
 # crafted attribute could move the cursor, retitle the window or hide lines.
+# Bidirectional overrides and isolates are escaped too: they reorder what is
+# shown, so a line could read differently from what it contains.
 _CONTROL: Final = {
     **{i: f"\\x{i:02x}" for i in range(0x20)},
     0x7F: "\\x7f",
     **{i: f"\\u{i:04x}" for i in range(0x80, 0xA0)},
+    **{i: f"\\u{i:04x}" for i in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
     ord("\n"): "\\n",
     ord("\r"): "\\r",
     ord("\t"): "\\t",

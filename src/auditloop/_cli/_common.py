@@ -1,0 +1,273 @@
+"""What every command shares: exit codes, input files, unreadable lines, time.
+
+Input files are expanded the way ``FileSink`` rotates them: naming
+``audit.jsonl`` also reads ``audit.jsonl.N`` and ``audit.jsonl.N.gz`` that
+exist beside it, oldest (highest ``N``) first, so a trail is always read in
+the order it was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import sys
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Final, TextIO
+
+import orjson
+
+from auditloop._clock import format_rfc3339
+from auditloop._reader import ReadIssue
+from auditloop._render import escape
+
+__all__ = [
+    "EXIT_FINDINGS",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "MAX_REPORTED",
+    "CLIError",
+    "HelpFormatter",
+    "Issues",
+    "canonical_time",
+    "expand_paths",
+    "parse_time_arg",
+    "scan",
+    "time_key",
+]
+
+EXIT_OK: Final = 0
+#: Findings: integrity problems, alerts with ``--fail-on-alert``, failed rule tests.
+EXIT_FINDINGS: Final = 1
+#: Bad arguments, or an input file that cannot be read at all.
+EXIT_USAGE: Final = 2
+
+_ROTATED: Final = re.compile(r"^(?P<base>.+)\.(?P<n>[0-9]+)(?P<gz>\.gz)?$")
+_RELATIVE: Final = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhdw])$")
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: Unreadable lines printed one by one before the rest are only counted.
+MAX_REPORTED: Final = 50
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps one-paragraph descriptions; keeps pre-formatted text (examples)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
+
+
+class CLIError(Exception):
+    """A usage or input error: printed as ``auditloop CMD: error: ...``, exit 2."""
+
+
+def expand_paths(names: Sequence[str]) -> list[Path]:
+    """Return the files to read for *names*, rotated siblings included.
+
+    Each name also brings its rotated files (``NAME.N`` and ``NAME.N.gz``);
+    names of rotated files given explicitly (a shell glob) join their base's
+    group. Within a group files come oldest first (highest ``N``, then the
+    live file); groups keep the order of their first mention; duplicates
+    are read once.
+
+    Raises:
+        CLIError: when a name is a directory, or neither it nor any rotated
+            sibling exists.
+    """
+    groups: dict[str, dict[Path, tuple[int, bool]]] = {}
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            raise CLIError(f"{name}: is a directory, not an audit file")
+        match = _ROTATED.match(path.name)
+        if match and path.exists():
+            base = str(path.with_name(match["base"]))
+            groups.setdefault(base, {})[path] = (int(match["n"]), bool(match["gz"]))
+            continue
+        members = groups.setdefault(str(path), {})
+        if path.exists():
+            members[path] = (0, False)
+        for sibling in _rotated_siblings(path):
+            members[sibling.path] = (sibling.n, sibling.gz)
+        if not members:
+            raise CLIError(f"{name}: no such file (nor rotated {path.name}.N[.gz])")
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for members in groups.values():
+        # Highest N is oldest; plain N before N.gz (the gzip is being written).
+        ordered = sorted(members.items(), key=lambda kv: (-kv[1][0], kv[1][1]))
+        for path, _ in ordered:
+            key = path.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+    return files
+
+
+class _Sibling:
+    __slots__ = ("gz", "n", "path")
+
+    def __init__(self, path: Path, n: int, gz: bool) -> None:
+        self.path, self.n, self.gz = path, n, gz
+
+
+def _rotated_siblings(path: Path) -> list[_Sibling]:
+    parent = path.parent
+    prefix = path.name + "."
+    try:
+        entries = [entry.name for entry in parent.iterdir()]
+    except OSError:
+        return []
+    siblings = []
+    for entry in entries:
+        if not entry.startswith(prefix):
+            continue
+        match = _ROTATED.match(entry)
+        if match and match["base"] == path.name:
+            siblings.append(
+                _Sibling(parent / entry, int(match["n"]), bool(match["gz"]))
+            )
+    return siblings
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+class Issues:
+    """Reports unreadable lines and unreadable files on stderr, and counts them.
+
+    The first :data:`MAX_REPORTED` lines are printed as ``file:line: kind
+    line: message``; the rest are counted and summarised by :meth:`close`.
+    Messages are escaped: file names and parser messages can carry control
+    characters too.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.lines = 0
+        self.failed_files: list[str] = []
+
+    def report(self, issue: ReadIssue) -> None:
+        """Print (or only count) one unreadable line."""
+        self.lines += 1
+        if self.lines <= MAX_REPORTED:
+            print(f"auditloop: {escape(str(issue))}", file=self.stream)
+
+    def file_error(self, path: Path, exc: BaseException) -> None:
+        """Print that *path* could not be read (further), and remember it."""
+        self.failed_files.append(str(path))
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(
+            f"auditloop: {escape(str(path))}: cannot read: {reason}", file=self.stream
+        )
+
+    def close(self) -> int:
+        """Print the count of unshown lines; return the exit code inputs deserve.
+
+        Returns:
+            :data:`EXIT_USAGE` when a file could not be read, else
+            :data:`EXIT_OK` (unreadable lines are skipped, never fatal).
+        """
+        hidden = self.lines - MAX_REPORTED
+        if hidden > 0:
+            print(
+                f"auditloop: {hidden} more unreadable lines not shown "
+                f"({self.lines} in all)",
+                file=self.stream,
+            )
+        return EXIT_USAGE if self.failed_files else EXIT_OK
+
+
+def scan(paths: Sequence[Path], issues: Issues) -> Iterator[dict[str, Any]]:
+    """Yield the record of every readable line of *paths*, in order.
+
+    The same reading rules as :func:`auditloop._reader.iter_records` (blank
+    lines skipped; an unterminated last line that does not parse is
+    ``torn``; other unparsable lines and non-objects are ``malformed``), in
+    one loop without per-line tuples, because ``query`` and ``summary``
+    spend most of their time here. A file that cannot be opened or stops
+    decompressing is reported to *issues* and the next file is read.
+    """
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    report = issues.report
+    for path in paths:
+        name = str(path)
+        try:
+            with _open(path) as stream:
+                for number, line in enumerate(stream, 1):
+                    try:
+                        record = loads(line)
+                    except decode_error as exc:
+                        if line.strip():  # blank lines are not errors
+                            kind = "malformed" if line.endswith(b"\n") else "torn"
+                            report(ReadIssue(name, number, kind, str(exc)))
+                        continue
+                    if record.__class__ is dict:
+                        yield record
+                    else:
+                        report(
+                            ReadIssue(name, number, "malformed", "not a JSON object")
+                        )
+        except (OSError, EOFError, zlib.error) as exc:
+            issues.file_error(path, exc)
+
+
+def parse_time_arg(text: str, now: float | None = None) -> float:
+    """Parse ``--since``/``--until``: a duration ago (``90s``, ``15m``, ``1h``,
+    ``2d``, ``1w``) or an RFC 3339 time (UTC when no offset is given).
+
+    Returns:
+        Unix time in seconds.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else (argparse turns it
+            into a usage error, exit 2).
+    """
+    relative = _RELATIVE.match(text.strip())
+    if relative:
+        seconds = float(relative[1]) * _UNIT_SECONDS[relative[2]]
+        return (time.time() if now is None else now) - seconds
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (90s, 15m, 1h, 2d, 1w) nor an "
+            "RFC 3339 time (2026-01-31T12:00:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def canonical_time(seconds: float) -> str:
+    """Format Unix *seconds* the way auditloop writes ``time`` (27 characters)."""
+    return format_rfc3339(round(seconds * 1_000_000) * 1000)
+
+
+def time_key(value: object) -> str | None:
+    """Return *value* (an event's ``time``) in auditloop's canonical form.
+
+    auditloop writes ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, which sorts as text; that
+    form is returned as is (the fast path). Other RFC 3339 spellings are
+    parsed and reformatted; anything else gives None.
+    """
+    if type(value) is str and len(value) == 27 and value[26] == "Z":
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return canonical_time(parsed.timestamp())
