@@ -1,4 +1,7 @@
-"""Quickstart from the README: record, deliver, read back. Run: python examples/quickstart.py"""
+"""The README quickstart: record, deliver, read back.
+
+Run: python examples/quickstart.py
+"""
 
 import auditloop
 from auditloop import sinks

@@ -28,6 +28,7 @@ FORBIDDEN = [
     "werkzeug",
 ]
 
+
 def probe() -> dict[str, object]:
     result = subprocess.run(
         [sys.executable, "-c", PROBE],

@@ -74,9 +74,7 @@ class _CallSpec:
         # Parameters left at their default still have a value the target
         # callable and ``capture=`` should see.
         self.defaults = {
-            name: p.default
-            for name, p in params.items()
-            if p.default is not p.empty
+            name: p.default for name, p in params.items() if p.default is not p.empty
         }
         accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
         unknown = [

@@ -7,6 +7,7 @@ object, and ``datetime.now().isoformat()`` formats every field every time.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -48,6 +49,14 @@ def uuid7(now_ns: int | None = None) -> str:
     tail = f"{_VARIANT | _getrandbits(62):016x}"
     return f"{prefix}{counter:03x}-{tail[:4]}-{tail[4:]}"
 
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held the lock at fork time.
+    global _uuid_lock  # noqa: PLW0603 - replaced, never shared with the parent
+    _uuid_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _second_cache: tuple[int, str] = (-1, "")  # one tuple, so readers see a pair
 

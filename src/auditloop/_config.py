@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from auditloop._auditor import Auditor, _caller
 from auditloop._capture import Recorder, TargetSpec, make_audit, make_audited
+from auditloop._selfaudit import announce_configured
 
 __all__ = [
     "audit",
@@ -35,6 +36,7 @@ _HANDOVER_TIMEOUT = 5.0
 class _Global:
     lock = threading.RLock()
     auditor: Auditor | None = None
+    implicit: Auditor | None = None  # the default made before configure()
 
 
 def get_auditor() -> Auditor:
@@ -46,7 +48,7 @@ def get_auditor() -> Auditor:
             if _Global.auditor is None:
                 from auditloop.sinks import StdoutSink
 
-                _Global.auditor = Auditor(sinks=[StdoutSink()])
+                _Global.auditor = _Global.implicit = Auditor(sinks=[StdoutSink()])
             auditor = _Global.auditor
     return auditor
 
@@ -67,7 +69,11 @@ def _configurer(factory: Callable[P, Auditor]) -> Callable[P, Auditor]:
         with _Global.lock:
             old, _Global.auditor = _Global.auditor, new
         if old is not None:
-            old.shutdown(_HANDOVER_TIMEOUT, keep=new.sinks)
+            if old is not _Global.implicit:
+                # Recorded by the configuration being replaced: its trail
+                # shows the change, even when the new one audits nothing.
+                announce_configured(old, new)
+            old.shutdown(_HANDOVER_TIMEOUT, keep=new.sinks, successor=new)
         return new
 
     return configure

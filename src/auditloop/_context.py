@@ -28,10 +28,15 @@ class Scope:
     Immutable after construction; events share its dicts read-only.
     """
 
-    __slots__ = ("actor", "context", "fields")
+    __slots__ = ("actor", "context", "fields", "token")
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         self.fields = fields
+        # Set by bind() when this scope is entered: how to restore the outer
+        # one. Kept on the scope (which lives in the context), not on the
+        # bind object, so one bind object entered by several threads or
+        # tasks at once restores each one's own outer scope.
+        self.token: contextvars.Token[Scope] | None = None
         self.actor = actor_dict(fields.get("actor"))
         self.context = {k: v for k, v in fields.items() if k != "actor"}
 
@@ -82,15 +87,14 @@ class bind:  # noqa: N801 - used like a function: ``with bind(...)``, ``@bind(..
     ``copy_context().run`` calls started inside it, which inherit it.
     """
 
-    __slots__ = ("_fields", "_tokens")
+    __slots__ = ("_fields",)
 
     def __init__(self, **fields: Any) -> None:
         self._fields = fields
-        self._tokens: list[contextvars.Token[Scope]] = []
 
     def __enter__(self) -> Mapping[str, Any]:
         scope = Scope({**_scope.get().fields, **self._fields})
-        self._tokens.append(_scope.set(scope))
+        scope.token = _scope.set(scope)
         return scope.fields
 
     def __exit__(
@@ -99,7 +103,9 @@ class bind:  # noqa: N801 - used like a function: ``with bind(...)``, ``@bind(..
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _scope.reset(self._tokens.pop())
+        token = _scope.get().token
+        if token is not None:
+            _scope.reset(token)
 
     async def __aenter__(self) -> Mapping[str, Any]:
         return self.__enter__()

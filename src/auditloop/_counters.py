@@ -37,6 +37,10 @@ class Counters:
             return {k: v for k, v in self._counts.items() if v}
 
     def reset(self) -> None:
-        """Forget every count (used in a forked child)."""
-        with self._lock:
-            self._counts.clear()
+        """Forget every count (used in a forked child).
+
+        Replaces the lock rather than taking it: in a forked child, a parent
+        thread that held it at fork time no longer exists to release it.
+        """
+        self._lock = threading.Lock()
+        self._counts = Counter()

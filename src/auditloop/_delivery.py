@@ -24,7 +24,13 @@ from auditloop._options import checked_options
 from auditloop._types import Sink
 from auditloop.exceptions import AuditError, ConfigurationError
 
-__all__ = ["AsyncDelivery", "Delivery", "SyncDelivery", "start_delivery"]
+__all__ = [
+    "AsyncDelivery",
+    "Delivery",
+    "DeliveryClosed",
+    "SyncDelivery",
+    "start_delivery",
+]
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 _OVERFLOWS: Final = ("block", "drop_oldest", "drop_newest")
@@ -104,6 +110,15 @@ class Delivery:
 Delivery.__init__ = checked_options(Delivery.__init__)  # type: ignore[method-assign]
 
 
+class DeliveryClosed(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by ``put()`` on a closed delivery whose events are handed over.
+
+    Set ``hand_over`` on a delivery (``configure()`` does, for the Auditor
+    it replaces) and its Auditor passes such events to its successor instead
+    of counting them as ``closed`` drops. Never reaches the application.
+    """
+
+
 class _FlushMarker:
     """Queued behind the events a flush must wait for."""
 
@@ -131,6 +146,7 @@ class _BaseDelivery:
         self.written = 0
         self.errors = 0
         self.last_error: str | None = None
+        self.hand_over = False
 
     def _failed(self, exc: BaseException, count: int) -> None:
         self.errors += 1
@@ -172,6 +188,8 @@ class SyncDelivery(_BaseDelivery):
         """Write *line* now; raise :class:`AuditError` if fail-closed and it fails."""
         with self._lock:
             if self._closed:
+                if self.hand_over:
+                    raise DeliveryClosed
                 self.drops.incr("closed")
                 if self.policy.on_error == "raise":
                     raise AuditError(f"audit sink {self.name} is closed")
@@ -264,6 +282,8 @@ class AsyncDelivery(_BaseDelivery):
         if len(queue) >= self.policy.queue_size and not self._make_room():
             return
         if self._closed:
+            if self.hand_over:
+                raise DeliveryClosed
             self.drops.incr("closed")
             return
         queue.append(line)
@@ -288,9 +308,8 @@ class AsyncDelivery(_BaseDelivery):
         if policy.overflow == "drop_newest" or self._is_writer_thread():
             self.drops.incr("queue_full")
             return False
-        # "block": wait for the writer to make room, up to block_timeout.
-        if self._worker is None:
-            self._start()
+        # "block": wait for the writer to make room, up to block_timeout. (A
+        # non-empty queue always has a writer: put() and flush() start it.)
         self._wake.set()
         deadline = time.monotonic() + policy.block_timeout
         with self._room:
@@ -432,6 +451,17 @@ class AsyncDelivery(_BaseDelivery):
             self._queue.clear()
             self.drops.incr("shutdown_timeout", lost + self._inflight)
             return False
+        # A producer that passed the closed check just before shutdown began
+        # may have appended after the writer's last look: count, never strand.
+        late = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _FlushMarker):
+                item.done.set()
+            else:
+                late += 1
+        if late:
+            self.drops.incr("closed", late)
         return True
 
     _close_on_stop = True

@@ -58,10 +58,17 @@ def to_jsonable(obj: Any) -> Any:
     becomes a marked ``repr``. Never raises.
     """
     COUNTERS.incr("conversions")
+    try:
+        return _convert(obj)
+    except Exception:  # a broken __str__, __iter__, __lt__… must not lose the event
+        return _marked_repr(obj)
+
+
+def _convert(obj: Any) -> Any:
     if isinstance(obj, set | frozenset):
         try:
             return sorted(obj)
-        except TypeError:
+        except Exception:  # unorderable members: keep them, in set order
             return list(obj)
     if isinstance(obj, Decimal | PurePath):
         return str(obj)
@@ -89,15 +96,19 @@ def to_jsonable(obj: Any) -> Any:
 def sanitize(obj: Any, depth: int = 0) -> Any:
     """Rebuild *obj* from JSON-safe parts only.
 
-    Cuts strings past :data:`MAX_STRING`, stringifies non-string keys and
-    integers outside 64 bits, replaces nesting deeper than 64 levels (which
-    is also where a cycle ends) with a marker. Never raises.
+    Cuts strings past :data:`MAX_STRING`, escapes lone surrogates (which
+    UTF-8 cannot carry), stringifies non-string keys and integers outside 64
+    bits, replaces a container met again inside itself with ``"<cyclic>"``
+    and nesting deeper than 64 levels with ``"<too deep>"``. Never raises.
     """
+    return _sanitize(obj, depth, set())
+
+
+def _sanitize(obj: Any, depth: int, active: set[int]) -> Any:
+    # ``active``: ids of the containers (and converted objects) on the current
+    # path, so a cycle ends at its first repetition instead of fanning out.
     if isinstance(obj, str):
-        if len(obj) > MAX_STRING:
-            COUNTERS.incr("conversions")
-            return obj[:MAX_STRING] + _TRUNCATED.format(len(obj) - MAX_STRING)
-        return obj
+        return _text(obj)
     if obj is None or isinstance(obj, bool | float):
         return obj
     if isinstance(obj, int):
@@ -105,29 +116,53 @@ def sanitize(obj: Any, depth: int = 0) -> Any:
             return obj
         COUNTERS.incr("conversions")
         return str(obj)
+    key = id(obj)
+    if key in active:
+        COUNTERS.incr("conversions")
+        return "<cyclic>"
     if depth >= _MAX_DEPTH:
         COUNTERS.incr("conversions")
-        return "<too deep or cyclic>"
-    if isinstance(obj, Mapping):
-        return {
-            (k if isinstance(k, str) else _key(k)): sanitize(v, depth + 1)
-            for k, v in list(obj.items())
-        }
-    if isinstance(obj, list | tuple):
-        return [sanitize(v, depth + 1) for v in obj]
+        return "<too deep>"
+    active.add(key)
     try:
-        orjson.dumps(obj, option=_OPTIONS)  # natively encodable scalar (datetime…)
-    except Exception:
-        return sanitize(to_jsonable(obj), depth + 1)
-    return obj
+        if isinstance(obj, Mapping):
+            try:
+                items = list(obj.items())
+            except Exception:
+                return _sanitize(_marked_repr(obj), depth, active)
+            return {_key(k): _sanitize(v, depth + 1, active) for k, v in items}
+        if isinstance(obj, list | tuple):
+            return [_sanitize(v, depth + 1, active) for v in obj]
+        try:
+            orjson.dumps(obj, option=_OPTIONS)  # natively encodable (datetime…)
+        except Exception:
+            return _sanitize(to_jsonable(obj), depth + 1, active)
+        return obj
+    finally:
+        active.discard(key)
+
+
+def _text(text: str) -> str:
+    if len(text) > MAX_STRING:
+        COUNTERS.incr("conversions")
+        text = text[:MAX_STRING] + _TRUNCATED.format(len(text) - MAX_STRING)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: keep them visible, escaped
+        COUNTERS.incr("conversions")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _key(key: object) -> str:
+    if isinstance(key, str):
+        return _text(key)
     COUNTERS.incr("conversions")
     try:
-        return str(key)
+        text = str(key)
     except Exception:
-        return _marked_repr(key)
+        text = _marked_repr(key)
+    return _text(text)
 
 
 def encode(event: Mapping[str, Any]) -> bytes:

@@ -9,12 +9,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from auditloop._event import AuditEvent
-from auditloop.testing import RuleHarness, capture
+if TYPE_CHECKING:
+    from auditloop._event import AuditEvent
+    from auditloop.testing import RuleHarness
+
+# auditloop itself is imported inside the fixtures: pytest loads plugins before
+# pytest-cov starts measuring, and an import here would hide auditloop's
+# module-level lines from coverage.
 
 __all__ = ["audit_events", "rule_harness"]
 
@@ -22,6 +27,8 @@ __all__ = ["audit_events", "rule_harness"]
 @pytest.fixture
 def audit_events() -> Iterator[list[AuditEvent]]:
     """Collect every audit event emitted while the test runs."""
+    from auditloop.testing import capture
+
     with capture() as events:
         yield events
 
@@ -29,6 +36,8 @@ def audit_events() -> Iterator[list[AuditEvent]]:
 @pytest.fixture
 def rule_harness() -> Iterator[Callable[..., RuleHarness]]:
     """Make :class:`RuleHarness` objects that are closed after the test."""
+    from auditloop.testing import RuleHarness
+
     made: list[RuleHarness] = []
 
     def make(rules: Any, **options: Any) -> RuleHarness:

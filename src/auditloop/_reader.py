@@ -25,8 +25,10 @@ class ReadWarning(UserWarning):
 class ReadIssue:
     """A line that could not be read.
 
-    ``kind`` is ``"torn"`` for an unterminated last line (a crash mid-write)
-    or ``"malformed"`` for any other line that is not a JSON object.
+    ``kind`` is ``"torn"`` for a line cut short by a crash mid-write (an
+    unterminated last line, or a JSON object that ends early) or
+    ``"malformed"`` for any other line that is not a JSON object (or, for
+    :func:`read_events`, not shaped like an event).
     """
 
     file: str
@@ -76,7 +78,7 @@ def iter_records(
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    torn = not line.endswith(b"\n")
+                    torn = not line.endswith(b"\n") or _cut_short(line)
                     kind = "torn" if torn else "malformed"
                     report(ReadIssue(name, number, kind, str(exc)))
                     continue
@@ -84,6 +86,28 @@ def iter_records(
                     report(ReadIssue(name, number, "malformed", "not a JSON object"))
                     continue
                 yield name, number, record
+
+
+def _cut_short(line: bytes) -> bool:
+    """Tell whether *line* is a JSON object cut short (a crash mid-write).
+
+    Such a fragment ends where more JSON was due; FileSink terminates it when
+    it reopens the file, so it may sit anywhere in the file, not only last.
+    """
+    body = line.rstrip(b"\r\n")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.end != len(body):  # invalid inside the line, not at a cut
+            return False
+        text = body[: exc.start].decode("utf-8")  # cut inside a character
+    if not text.startswith("{"):
+        return False
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return exc.pos >= len(text)
+    return False  # a whole object followed by stray bytes
 
 
 def read_events(
@@ -96,5 +120,11 @@ def read_events(
     A torn last line (left by a crash mid-write) and malformed lines are
     reported to *on_error* (default: a :class:`ReadWarning` each) and skipped.
     """
-    for _file, _line, record in iter_records(paths, on_error=on_error):
-        yield AuditEvent.from_dict(record)
+    report = on_error if on_error is not None else _warn
+    for file, line, record in iter_records(paths, on_error=report):
+        try:
+            event = AuditEvent.from_dict(record)
+        except Exception as exc:  # valid JSON, but not shaped like an event
+            report(ReadIssue(file, line, "malformed", f"not an audit event: {exc}"))
+            continue
+        yield event

@@ -9,6 +9,7 @@ import orjson
 
 from auditloop._delivery import Delivery
 from auditloop._event import AuditEvent
+from auditloop._options import checked_options
 
 __all__ = ["MemorySink"]
 
@@ -21,6 +22,7 @@ class MemorySink:
     call that emitted it returns.
     """
 
+    @checked_options
     def __init__(self, *, delivery: Delivery | None = None) -> None:
         self.delivery = delivery if delivery is not None else Delivery(mode="sync")
         self.lines: list[bytes] = []

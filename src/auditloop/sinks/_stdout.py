@@ -9,6 +9,7 @@ from typing import Literal, TextIO
 import orjson
 
 from auditloop._delivery import Delivery
+from auditloop._options import checked_options
 from auditloop._render import render_line
 from auditloop.exceptions import ConfigurationError
 
@@ -27,6 +28,7 @@ class StdoutSink:
         delivery: the delivery policy (default: async).
     """
 
+    @checked_options
     def __init__(
         self,
         *,
