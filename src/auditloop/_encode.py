@@ -175,7 +175,8 @@ def encode(event: Mapping[str, Any]) -> bytes:
         line = orjson.dumps(event, default=to_jsonable, option=_OPTIONS)
     except Exception:
         line = b""
-    if len(line) <= MAX_STRING and line:
-        return line
-    # Slow path: unencodable or possibly oversized. Rebuild, then encode.
-    return orjson.dumps(sanitize(event), default=to_jsonable, option=_OPTIONS)
+    if not line or len(line) > MAX_STRING:
+        # Slow path: unencodable or possibly oversized. Rebuild, then encode.
+        line = orjson.dumps(sanitize(event), default=to_jsonable, option=_OPTIONS)
+    # orjson's bytes sit in a 4 KiB allocation: keep a compact copy.
+    return memoryview(line).tobytes()

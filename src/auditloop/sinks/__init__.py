@@ -10,7 +10,8 @@ from __future__ import annotations
 from auditloop._delivery import Delivery
 from auditloop._types import Sink
 from auditloop.sinks._file import FileSink
+from auditloop.sinks._http import HTTPSink
 from auditloop.sinks._memory import MemorySink
 from auditloop.sinks._stdout import StdoutSink
 
-__all__ = ["Delivery", "FileSink", "MemorySink", "Sink", "StdoutSink"]
+__all__ = ["Delivery", "FileSink", "HTTPSink", "MemorySink", "Sink", "StdoutSink"]
