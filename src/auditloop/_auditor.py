@@ -7,26 +7,34 @@ global state.
 
 from __future__ import annotations
 
+import atexit
 import os
-import socket
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 import orjson
 
 from auditloop._clock import format_rfc3339, uuid7
 from auditloop._context import scope_with_structlog
 from auditloop._counters import Counters
-from auditloop._delivery import AsyncDelivery, Delivery, SyncDelivery, start_delivery
+from auditloop._delivery import (
+    AsyncDelivery,
+    Delivery,
+    DeliveryClosed,
+    SyncDelivery,
+    start_delivery,
+)
 from auditloop._encode import COUNTERS as ENCODE_COUNTERS
 from auditloop._encode import MAX_STRING, encode, to_jsonable
 from auditloop._event import AuditEvent, actor_dict, target_dict
 from auditloop._options import checked_options
+from auditloop._policy import PolicyCache, Skip, gate, load_policy
 from auditloop._redact import Redactor
+from auditloop._selfaudit import SinkHealth, attach_sinks
 from auditloop._types import Processor, Sink
 from auditloop.exceptions import AuditError, ConfigurationError, DropEvent
 
@@ -61,18 +69,22 @@ def remove_tap(events: list[AuditEvent]) -> None:
                 break
 
 
-def _error_dict(error: object) -> dict[str, str] | None:
-    if error is None:
-        return None
+def _error_dict(error: object) -> dict[str, str]:
     if isinstance(error, BaseException):
-        try:
-            message = str(error)
-        except Exception:
-            message = "<unprintable message>"
-        return {"type": type(error).__qualname__, "message": message}
+        return {"type": type(error).__qualname__, "message": _str(error)}
     if isinstance(error, Mapping):
-        return {str(k): str(v) for k, v in error.items()}
-    return {"type": "error", "message": str(error)}
+        try:
+            return {_str(k): _str(v) for k, v in error.items()}
+        except Exception:
+            return {"type": "error", "message": "<unreadable error mapping>"}
+    return {"type": "error", "message": _str(error)}
+
+
+def _str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not lose the event
+        return "<unprintable message>"
 
 
 def _sink_names(sinks: Sequence[Sink]) -> list[str]:
@@ -107,10 +119,20 @@ class Auditor:
             ``FakeClock``); default: the system clock.
         drop_report_interval: at most one ``auditloop.dropped`` event per
             this many seconds while drops keep happening; ``None``: never.
+        trace_context: put the active OpenTelemetry span's ``trace_id`` and
+            ``span_id`` in each event's context. ``None`` (default): only if
+            the application imported ``opentelemetry.trace`` before this
+            configuration; ``True`` requires ``opentelemetry-api``.
+        policy: an audit :class:`~auditloop.Policy` (or a list of rule
+            dicts, or a TOML file path) choosing per event what is recorded:
+            ``none``, ``metadata``, ``request`` or ``full``.
 
     Raises:
         ConfigurationError: on any invalid argument, naming it.
     """
+
+    #: Contexts inside ``auditloop.suspended()`` right now (any thread).
+    suspended_scopes: ClassVar[int] = 0
 
     @checked_options
     def __init__(
@@ -126,6 +148,8 @@ class Auditor:
         denied: tuple[type[BaseException], ...] = (PermissionError,),
         clock: Callable[[], float] | None = None,
         drop_report_interval: float | None = 60.0,
+        trace_context: bool | None = None,
+        policy: object = None,
     ) -> None:
         self.service = service
         self.sinks = self._check_sinks(sinks)
@@ -140,16 +164,34 @@ class Auditor:
             raise ConfigurationError(
                 f"configure: clock must be callable, got {clock!r}"
             )
+        if drop_report_interval is not None and (
+            isinstance(drop_report_interval, bool)
+            or not isinstance(drop_report_interval, int | float)
+            or drop_report_interval < 0
+        ):
+            raise ConfigurationError(
+                "configure: drop_report_interval must be None or a number of "
+                f"seconds >= 0, got {drop_report_interval!r}"
+            )
         self.clock = clock
+        # Rounded to whole microseconds (what the timestamp shows): float
+        # seconds times 1e9 can land a nanosecond short of the intended time.
         self._time_ns: Callable[[], int] = (
-            time.time_ns if clock is None else (lambda: int(clock() * 1e9))
+            time.time_ns
+            if clock is None
+            else (lambda: round(clock() * 1_000_000) * 1000)
         )
         self._chain: tuple[Processor, ...] = (
-            (self.redactor, *self.processors) if self.redactor else self.processors
+            *_trace_processors(trace_context),
+            *((self.redactor,) if self.redactor else ()),
+            *self.processors,
         )
         # Nested dicts (context, source) are shared between events; copy them
         # only when a user processor could mutate them unredacted.
         self._copy_nested = bool(self.processors) and self.redactor is None
+        self.policy = load_policy(policy)
+        self.policy_cache = PolicyCache(self.policy) if self.policy else None
+        self._health = SinkHealth()
         self.source_base = self._make_source_base()
         self.counters = Counters()
         self._drop_report_interval = drop_report_interval
@@ -162,7 +204,7 @@ class Auditor:
                 sink,
                 getattr(sink, "delivery", None) or default_policy,
                 name,
-                self._report_drops,
+                self._on_idle,
             )
             for sink, name in zip(self.sinks, _sink_names(self.sinks), strict=True)
         ]
@@ -174,7 +216,10 @@ class Auditor:
             self.rules = RuleEngine(
                 rule_list, auditor=self, clock=clock, store=rule_store
             )
+        self._shut_down = False
+        self._successor: Auditor | None = None
         _live_auditors.add(self)
+        attach_sinks(self)
 
     # -- validation (configure time) -----------------------------------------
 
@@ -193,6 +238,12 @@ class Auditor:
                 raise ConfigurationError(
                     f"configure: sinks[{i}] ({sink!r}) is not a sink: "
                     f"it has no {', '.join(missing)} method"
+                )
+            policy = getattr(sink, "delivery", None)
+            if policy is not None and not isinstance(policy, Delivery):
+                raise ConfigurationError(
+                    f"configure: sinks[{i}].delivery must be a sinks.Delivery, "
+                    f"got {policy!r}"
                 )
         return checked
 
@@ -235,7 +286,7 @@ class Auditor:
         return denied
 
     def _make_source_base(self) -> dict[str, Any]:
-        base: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+        base: dict[str, Any] = {"host": _hostname(), "pid": os.getpid()}
         if self.service:
             base = {"service": self.service, **base}
         return base
@@ -286,6 +337,11 @@ class Auditor:
             scope = scope_with_structlog()
             if actor is None:
                 actor = scope.actor
+            if self.policy_cache is not None or self.suspended_scopes:
+                gated = gate(self, method, action, category, actor, attributes)
+                if isinstance(gated, Skip):
+                    return
+                attributes = gated
             if actor is not None:
                 event["actor"] = actor
             if target is not None:
@@ -314,7 +370,9 @@ class Auditor:
                     # A broken processor must not lose the event: skip its change.
                     self.counters.incr("processor_errors")
             try:
-                line = _dumps(event, default=to_jsonable)
+                # orjson returns its bytes inside a 4 KiB allocation; a queued
+                # line would hold all of it, so keep a compact copy instead.
+                line = memoryview(_dumps(event, default=to_jsonable)).tobytes()
             except Exception:
                 line = b""
             if not line or len(line) > MAX_STRING:
@@ -328,6 +386,9 @@ class Auditor:
                 delivery.put(line)
             except AuditError as exc:  # fail-closed: still deliver elsewhere first
                 failure = exc
+            except DeliveryClosed:  # configure() replaced us meanwhile
+                failure = self._hand_over(line) or failure
+                break
         if _taps:
             self._tap(line)
         if self.rules is not None:
@@ -472,23 +533,58 @@ class Auditor:
             ok = self.rules.flush(_remaining(deadline)) and ok
         return ok
 
-    def shutdown(self, timeout: float | None = 5.0, keep: Iterable[Sink] = ()) -> bool:
+    def shutdown(
+        self,
+        timeout: float | None = 5.0,
+        keep: Iterable[Sink] = (),
+        successor: Auditor | None = None,
+    ) -> bool:
         """Deliver what is queued, close the sinks, stop threads.
 
         Events first, then queued alert callbacks, all within *timeout*
         seconds. What could not be delivered in time is counted as
-        ``shutdown_timeout``. Sinks in *keep* are flushed but not closed
-        (used when ``configure()`` hands them to the next Auditor).
+        ``shutdown_timeout``. Sinks in *keep* are flushed but not closed,
+        and events recorded here after shutdown go to *successor* instead of
+        being dropped (both used when ``configure()`` replaces this Auditor).
         """
+        if self._shut_down:
+            # Already stopped (sinks handed on stay open): only wait, within
+            # the timeout, for a write that was still running.
+            return self.flush(timeout)
+        self._shut_down = True
+        self._successor = successor
         deadline = None if timeout is None else time.monotonic() + timeout
         kept = {id(sink) for sink in keep}
         ok = True
+        for delivery in self.deliveries:
+            delivery.hand_over = successor is not None
         for delivery in self.deliveries:
             close = id(delivery.sink) not in kept
             ok = delivery.shutdown(_remaining(deadline), close_sink=close) and ok
         if self.rules is not None:
             ok = self.rules.shutdown(_remaining(deadline)) and ok
         return ok
+
+    def _hand_over(self, line: bytes) -> AuditError | None:
+        """Deliver *line*, refused by this shut-down Auditor, via its successor.
+
+        An event recorded while ``configure()`` swapped configurations
+        reaches the new sinks instead of being lost; a sink kept across both
+        may see it twice (readers dedupe on ``id``). Returns the successor's
+        fail-closed error, if any.
+        """
+        successor = self._successor
+        if successor is None:  # pragma: no cover - hand_over implies one
+            return None
+        failure: AuditError | None = None
+        for delivery in successor.deliveries:
+            try:
+                delivery.put(line)
+            except AuditError as exc:
+                failure = exc
+            except DeliveryClosed:  # replaced in turn: follow the chain
+                return successor._hand_over(line) or failure
+        return failure
 
     def stats(self) -> dict[str, Any]:
         """Counters: per-sink written/queued/dropped/errors, totals, conversions."""
@@ -512,6 +608,11 @@ class Auditor:
         return result
 
     # -- drop reporting ------------------------------------------------------
+
+    def _on_idle(self) -> None:
+        """Called by idle writer threads: sink health, then drop reports."""
+        self._health.check(self)
+        self._report_drops()
 
     def _report_drops(self) -> None:
         """Emit ``auditloop.dropped`` when drops grew (at most once per interval).
@@ -564,8 +665,36 @@ class Auditor:
     def after_fork_in_child(self) -> None:
         """Refresh the pid stamped on events (deliveries reset themselves)."""
         self.source_base = self._make_source_base()
+        self._health = SinkHealth()  # its lock may have been held by a writer
         if self.rules is not None:
             self.rules.after_fork_in_child()
+
+
+def _trace_processors(enabled: bool | None) -> tuple[Processor, ...]:
+    # Auto mode never imports OpenTelemetry itself: only an app that already
+    # did gets trace ids, so ``import auditloop`` and the hot path stay lean.
+    if enabled is None:
+        enabled = "opentelemetry.trace" in sys.modules
+    elif not isinstance(enabled, bool):
+        raise ConfigurationError(
+            f"configure: trace_context must be True, False or None, got {enabled!r}"
+        )
+    if not enabled:
+        return ()
+    try:
+        from auditloop.integrations.otel import add_trace_context
+    except ImportError as exc:
+        raise ConfigurationError(f"configure: trace_context=True, but {exc}") from None
+    return (add_trace_context,)
+
+
+def _hostname() -> str:
+    try:
+        return os.uname().nodename  # what socket.gethostname() returns, without socket
+    except AttributeError:  # pragma: no cover - Windows has no os.uname
+        import socket
+
+        return socket.gethostname()
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -588,3 +717,20 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: Seconds all Auditors still running at interpreter exit share to drain.
+_EXIT_TIMEOUT = 5.0
+
+
+def _shutdown_live_auditors() -> None:
+    """Drain Auditors used without ``configure()`` at interpreter exit.
+
+    Registered before ``auditloop.shutdown`` (so it runs after it: atexit
+    is last-in first-out); Auditors already shut down return at once.
+    """
+    deadline = time.monotonic() + _EXIT_TIMEOUT
+    for auditor in list(_live_auditors):
+        auditor.shutdown(_remaining(deadline))
+
+
+atexit.register(_shutdown_live_auditors)

@@ -1,15 +1,35 @@
-"""Key-based redaction of secrets, on by default."""
+"""Redaction of secrets, on by default: by key name and by value pattern.
+
+Key names catch ``password=...``; value patterns catch the secrets that hide
+under innocent keys or inside free text: bearer tokens, JWTs, AWS access key
+ids, private key blocks, card numbers that pass the Luhn check and, when
+asked, e-mail addresses. Scanning a string costs a few hundred nanoseconds
+at most: short strings are skipped, longer ones pass cheap substring and
+digit-count prechecks before any regular expression runs, and strings found
+clean are remembered.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+import orjson
+
+from auditloop._encode import to_jsonable
 from auditloop.exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_REDACT_KEYS", "REDACTED", "Redactor"]
+__all__ = [
+    "DEFAULT_REDACT_KEYS",
+    "REDACTED",
+    "REDACTION_FAILED",
+    "Redactor",
+]
 
 REDACTED: Final = "[REDACTED]"
+#: The attribute a ``strict`` Redactor leaves when it could not redact an event.
+REDACTION_FAILED: Final = "redaction_failed"
 
 #: Key names whose values never reach a sink (compared after normalising: see
 #: :class:`Redactor`).
@@ -34,9 +54,41 @@ DEFAULT_REDACT_KEYS: Final[frozenset[str]] = frozenset(
         "token",
     }
 )
+
+Mode = Literal["best-effort", "strict"]
+
 _MAX_DEPTH: Final = 64
+_MAX_CONTAINERS: Final = 10_000  # per event: beyond, the rest is cut
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+_PLAIN: Final = frozenset({float, bool, type(None)})
 _CACHE_LIMIT: Final = 4096
+#: Shortest string any default pattern matches (a 13-digit card number).
+_MIN_SCAN: Final = 13
+_CLEAN_MAX_LEN: Final = 512  # longer clean strings are not worth remembering
+_DIGITS: Final = b"0123456789"
+
+_BEARER: Final = re.compile(
+    r"(?<![A-Za-z0-9])((?:[Bb]earer|BEARER)\s+)([A-Za-z0-9._~+/-]{8,}=*)"
+)
+_JWT: Final = re.compile(r"eyJ[A-Za-z0-9_-]{7,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_AWS: Final = re.compile(
+    r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)"
+    r"[A-Z0-9]{16}(?![A-Z0-9])"
+)
+_AWS_PRECHECK: Final = re.compile(r"A[BCGIKNPRS][A-Z]{2}[A-Z0-9]{16}")
+_PRIVATE_KEY: Final = re.compile(
+    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----"
+    r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY-----|.*)",
+    re.DOTALL,
+)
+# Runs of digits joined by single spaces or hyphens; card numbers are found
+# among each run's consecutive groups (so "order 12 4111 1111 1111 1111" still
+# yields the card).
+_DIGIT_RUN: Final = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*")
+_GROUP: Final = re.compile(r"[0-9]+")
+_EMAIL: Final = re.compile(
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
 
 
 def _normalise(key: str) -> str:
@@ -46,23 +98,133 @@ def _normalise(key: str) -> str:
     return norm.lstrip("_")
 
 
-class Redactor:
-    """Processor that replaces the values of secret-looking keys.
+def luhn_ok(digits: str) -> bool:
+    """Tell whether the digit string *digits* passes the Luhn checksum."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
 
-    A key is secret when, lower-cased with ``-`` read as ``_`` and a leading
-    ``x_`` or ``_`` removed, it equals a listed name or ends with ``_`` plus
-    one (``X-Api-Key``, ``_password``, ``db_password``, ``github_token`` are
-    all caught; ``token_count`` is not). Redaction walks ``attributes`` and
-    ``context`` at any depth, never mutates the caller's objects, and stops
-    at 64 levels (where a cyclic structure is cut).
+
+def _card_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of *text* holding a 13-19 digit, Luhn-valid number."""
+    spans: list[tuple[int, int]] = []
+    for run in _DIGIT_RUN.finditer(text):
+        groups = list(_GROUP.finditer(text, run.start(), run.end()))
+        i = 0
+        while i < len(groups):
+            found = None
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += groups[j].group()
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and luhn_ok(digits):
+                    found = j  # keep going: prefer the longest valid number
+            if found is None:
+                i += 1
+                continue
+            spans.append((groups[i].start(), groups[found].end()))
+            i = found + 1
+    return spans
+
+
+class _RedactionFailedError(Exception):
+    """A strict Redactor met a value it could not walk."""
+
+
+class _Walk:
+    """State of one redaction walk: the containers on the current path (a
+    container met again inside itself is a cycle) and a budget of containers,
+    so a structure that shares sub-containers cannot make the walk explode."""
+
+    __slots__ = ("active", "budget")
+
+    def __init__(self) -> None:
+        self.active: set[int] = set()
+        self.budget = _MAX_CONTAINERS
+
+    def enter(self, container: object) -> bool:
+        self.budget -= 1
+        if self.budget < 0 or id(container) in self.active:
+            return False
+        self.active.add(id(container))
+        return True
+
+    def leave(self, container: object) -> None:
+        self.active.discard(id(container))
+
+    def refusal(self, container: object) -> str:
+        return "<cyclic>" if id(container) in self.active else "<too large>"
+
+
+class Redactor:
+    """Processor that removes secrets from events, by key and by value.
+
+    **Keys.** A key is secret when, lower-cased with ``-`` read as ``_`` and
+    a leading ``x_`` or ``_`` removed, it equals a listed name or ends with
+    ``_`` plus one (``X-Api-Key``, ``_password``, ``db_password``,
+    ``github_token`` are all caught; ``token_count`` is not). Its value is
+    replaced whole.
+
+    **Values.** Every string (and every integer, for card numbers) under
+    ``attributes`` and ``context``, and the event's ``reason`` and
+    ``error.message``, is scanned for bearer tokens (``Bearer``/``bearer``/
+    ``BEARER`` followed by a token of 8+ characters), JWTs, AWS access key
+    ids, PEM private key blocks (to their end marker, or to the end of the
+    string when it is missing), 13-19 digit numbers (optionally grouped by
+    single spaces or hyphens) that pass the Luhn check, and, with
+    ``emails=True``, e-mail addresses. Only the matching part of a string is
+    replaced (``"Bearer [REDACTED]"``).
+
+    **Modes.** ``"best-effort"`` (default) redacts what it can: a part of an
+    event that cannot be walked (a mapping whose ``items()`` raises) is
+    replaced by the marker. ``"strict"`` also scans mapping keys, and when
+    anything cannot be walked it removes all the event's attributes and
+    context and flags it (``attributes == {"redaction_failed": True}``),
+    rather than risk a leak. Values that are not plain JSON (sets,
+    dataclasses, attrs instances, bytes, arbitrary objects) are converted
+    the way the encoder would convert them and then scanned, in both modes.
+
+    **Hash mode.** With ``hash_key``, a redacted value becomes
+    ``"[REDACTED:<16 hex digits>]"``: a keyed HMAC-SHA256 of the value, so
+    the same secret always maps to the same token (for correlation) without
+    being revealed; without the key, tokens cannot be confirmed by guessing.
+
+    Redaction never mutates the caller's objects, stops at 64 levels (where
+    a cyclic structure is cut), and never raises. Thread-safe.
 
     Args:
         extra_keys: names added to the default list.
         keys: names replacing the default list entirely.
-        marker: the replacement value.
+        marker: the replacement value (without ``hash_key``).
+        values: scan values for secret patterns (default ``True``).
+        emails: also redact e-mail addresses (default ``False``).
+        mode: ``"best-effort"`` or ``"strict"``.
+        hash_key: key (bytes or str) for hash mode; ``None`` for the marker.
+
+    Raises:
+        ConfigurationError: on an invalid argument, naming it.
     """
 
-    __slots__ = ("_cache", "_last_context", "keys", "marker")
+    __slots__ = (
+        "_cache",
+        "_clean",
+        "_hash_key",
+        "_last_context",
+        "_min_scan",
+        "_strict",
+        "emails",
+        "keys",
+        "marker",
+        "mode",
+        "values",
+    )
 
     def __init__(
         self,
@@ -70,18 +232,86 @@ class Redactor:
         extra_keys: Iterable[str] = (),
         keys: Iterable[str] | None = None,
         marker: str = REDACTED,
+        values: bool = True,
+        emails: bool = False,
+        mode: Mode = "best-effort",
+        hash_key: bytes | str | None = None,
     ) -> None:
         base = DEFAULT_REDACT_KEYS if keys is None else keys
         if isinstance(base, str) or isinstance(extra_keys, str):
             raise ConfigurationError(
                 "Redactor: keys and extra_keys take lists of names"
             )
+        if not isinstance(marker, str):
+            raise ConfigurationError(
+                f"Redactor: marker must be a string, got {marker!r}"
+            )
+        for name, flag in (("values", values), ("emails", emails)):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(
+                    f"Redactor: {name} must be True or False, got {flag!r}"
+                )
+        if mode not in ("best-effort", "strict"):
+            raise ConfigurationError(
+                f'Redactor: mode must be "best-effort" or "strict", got {mode!r}'
+            )
+        if isinstance(hash_key, str):
+            hash_key = hash_key.encode()
+        if hash_key is not None and (
+            not isinstance(hash_key, bytes | bytearray) or not hash_key
+        ):
+            raise ConfigurationError(
+                f"Redactor: hash_key must be non-empty bytes or str, got {hash_key!r}"
+            )
         self.keys = frozenset(_normalise(k) for k in (*base, *extra_keys))
         self.marker = marker
+        self.values = values
+        self.emails = emails
+        self.mode = mode
+        self._strict = mode == "strict"
+        self._hash_key = bytes(hash_key) if hash_key is not None else None
+        # Strings shorter than this cannot hold a secret pattern; with e-mail
+        # addresses on, short strings are still checked for an "@".
+        self._min_scan = _MIN_SCAN if values else 1 << 62
         self._cache: dict[object, bool] = {}
+        self._clean: set[str] = set()
         # The context dict usually is one bound scope's, shared by many events
         # and never mutated: remember the last one redacted (input, output).
         self._last_context: tuple[object, Any] = (None, None)
+
+    def __repr__(self) -> str:
+        parts = [f"mode={self.mode!r}", f"values={self.values}"]
+        if self.emails:
+            parts.append("emails=True")
+        if self._hash_key is not None:
+            parts.append("hash_key=<set>")
+        if self.keys != DEFAULT_REDACT_KEYS:
+            parts.append(f"keys={sorted(self.keys)!r}")
+        return f"Redactor({', '.join(parts)})"
+
+    # -- replacement -------------------------------------------------------
+
+    def token(self, value: object) -> str:
+        """Return what a redacted *value* is replaced with.
+
+        The marker, or in hash mode ``"[REDACTED:<hmac>]"`` where ``<hmac>``
+        is the first 16 hex digits of HMAC-SHA256(hash_key, value as text;
+        non-strings as their JSON encoding).
+        """
+        if self._hash_key is None:
+            return self.marker
+        import hashlib  # only hash mode needs it: keeps ``import auditloop`` lean
+        import hmac
+
+        if isinstance(value, str):
+            data = value.encode("utf-8", "surrogatepass")
+        else:
+            try:
+                data = orjson.dumps(value, default=to_jsonable)
+            except Exception:
+                data = repr(type(value)).encode()
+        digest = hmac.new(self._hash_key, data, hashlib.sha256).hexdigest()
+        return f"[REDACTED:{digest[:16]}]"
 
     def is_secret(self, key: object) -> bool:
         """Tell whether values under *key* are redacted."""
@@ -93,41 +323,171 @@ class Redactor:
                 self._cache[key] = hit
         return hit
 
-    def redact(self, value: Any, depth: int = 0) -> Any:
-        """Return *value* with secret keys' values replaced, at any depth."""
+    def scan(self, text: str) -> str:
+        """Return *text* with every secret-looking part replaced."""
+        if len(text) < self._min_scan:
+            if self.emails and self.values and "@" in text:
+                return self._scan_families(text, email=True)
+            return text
+        clean = self._clean
+        if text in clean:
+            return text
+        result = self._scan_families(text, email=self.emails)
+        if result is text and len(text) <= _CLEAN_MAX_LEN:
+            if len(clean) >= _CACHE_LIMIT:
+                clean.clear()
+            clean.add(text)
+        return result
+
+    def _scan_families(self, text: str, *, email: bool) -> str:
+        # Cheap prechecks decide which (slow) regular expressions run at all.
+        out = text
+        if "PRIVATE KEY" in out:
+            out = _PRIVATE_KEY.sub(lambda m: self.token(m.group()), out)
+        if "eyJ" in out:
+            out = _JWT.sub(lambda m: self.token(m.group()), out)
+        if "earer" in out or "EARER" in out:
+            out = _BEARER.sub(lambda m: m.group(1) + self.token(m.group(2)), out)
+        if "A" in out and _AWS_PRECHECK.search(out) is not None:
+            out = _AWS.sub(lambda m: self.token(m.group()), out)
+        raw = out.encode("utf-8", "surrogatepass")
+        if len(raw) - len(raw.translate(None, _DIGITS)) >= 13:
+            spans = _card_spans(out)
+            for start, end in reversed(spans):
+                out = out[:start] + self.token(out[start:end]) + out[end:]
+        if email and "@" in out:
+            out = _EMAIL.sub(lambda m: self.token(m.group()), out)
+        return text if out == text else out
+
+    def _int(self, value: int) -> Any:
+        if value >= 10**12 and value < 10**19 and luhn_ok(str(value)):
+            return self.token(value)
+        return value
+
+    # -- walking -----------------------------------------------------------
+
+    def redact(self, value: Any, depth: int = 0, walk: _Walk | None = None) -> Any:
+        """Return *value* with secrets replaced, at any depth.
+
+        Never raises in ``best-effort`` mode (an unwalkable part becomes the
+        marker); in ``strict`` mode raises only the private failure signal
+        the processor turns into a flagged event.
+        """
         if isinstance(value, Mapping):
             if depth >= _MAX_DEPTH:
                 return "<too deep or cyclic>"
+            if walk is None:
+                walk = _Walk()
+            if not walk.enter(value):
+                return walk.refusal(value)
             cache, out = self._cache, {}
-            for k, v in value.items():
-                secret = cache.get(k)
-                if secret is None:
-                    secret = self.is_secret(k)
-                if secret:
-                    out[k] = self.marker
-                elif type(v) in _SCALARS:
-                    out[k] = v
-                else:
-                    out[k] = self.redact(v, depth + 1)
+            scan_values, min_scan = self.values, self._min_scan
+            emails = self.emails and scan_values
+            scan_keys = self._strict and scan_values
+            try:
+                for k, v in value.items():
+                    secret = cache.get(k)
+                    if secret is None:
+                        secret = self.is_secret(k)
+                    if scan_keys:
+                        k = self._key(k)  # noqa: PLW2901 - the key, redacted
+                    if secret:
+                        out[k] = self.token(v)
+                        continue
+                    kind = type(v)
+                    if kind is str:
+                        out[k] = self.scan(v) if len(v) >= min_scan or emails else v
+                    elif kind in _PLAIN or (kind is int and not scan_values):
+                        out[k] = v
+                    elif kind is int:
+                        out[k] = self._int(v) if v >= 10**12 else v
+                    else:
+                        out[k] = self.redact(v, depth + 1, walk)
+            except _RedactionFailedError:
+                raise
+            except Exception as exc:  # a mapping that cannot be iterated
+                return self._failed(exc)
+            finally:
+                walk.leave(value)
             return out
-        if isinstance(value, list | tuple):
+        if isinstance(value, list | tuple | set | frozenset):
             if depth >= _MAX_DEPTH:
                 return "<too deep or cyclic>"
-            return [self.redact(v, depth + 1) for v in value]
-        return value
+            if walk is None:
+                walk = _Walk()
+            if not walk.enter(value):
+                return walk.refusal(value)
+            try:
+                # A set is written as the encoder writes it: sorted if possible.
+                items = (
+                    to_jsonable(value) if isinstance(value, set | frozenset) else value
+                )
+                return [self.redact(v, depth + 1, walk) for v in items]
+            finally:
+                walk.leave(value)
+        kind = type(value)
+        if kind is str:
+            return self.scan(value) if self.values else value
+        if kind is int:
+            return self._int(value) if self.values else value
+        if kind in _SCALARS or not self.values:
+            return value
+        # Not plain JSON: convert it as the encoder would, then scan the result
+        # (a dataclass's fields, an object's repr can carry secrets too).
+        try:
+            converted = to_jsonable(value)
+        except Exception as exc:  # pragma: no cover - to_jsonable never raises
+            return self._failed(exc)
+        if converted is value or type(converted) is type(value):
+            return value
+        return self.redact(converted, depth + 1, walk)
+
+    def _key(self, key: object) -> object:
+        if isinstance(key, str) and len(key) >= self._min_scan:
+            return self.scan(key)
+        return key
+
+    def _failed(self, exc: Exception) -> Any:
+        if self._strict:
+            raise _RedactionFailedError from exc
+        return self.marker
 
     def __call__(
         self, auditor: object, method: str, event: dict[str, Any]
     ) -> dict[str, Any]:
-        """Redact ``attributes`` and ``context`` of *event* (a processor)."""
-        attributes = event.get("attributes")
-        if attributes:
-            event["attributes"] = self.redact(attributes)
-        context = event.get("context")
-        if context:
-            seen, redacted = self._last_context
-            if context is not seen:
-                redacted = self.redact(context)
-                self._last_context = (context, redacted)
-            event["context"] = redacted
+        """Redact ``attributes``, ``context``, ``reason``, ``error.message``.
+
+        A processor: never raises. In ``strict`` mode an event whose
+        attributes or context cannot be fully walked loses both and gets
+        ``attributes = {"redaction_failed": True}`` (counted as
+        ``redaction_failed`` in the auditor's counters).
+        """
+        try:
+            attributes = event.get("attributes")
+            if attributes:
+                event["attributes"] = self.redact(attributes)
+            context = event.get("context")
+            if context:
+                seen, redacted = self._last_context
+                if context is not seen:
+                    redacted = self.redact(context)
+                    self._last_context = (context, redacted)
+                event["context"] = redacted
+        except Exception:  # _RedactionFailedError in strict mode, or a bug
+            event["attributes"] = {REDACTION_FAILED: True}
+            event.pop("context", None)
+            counters = getattr(auditor, "counters", None)
+            if counters is not None:
+                counters.incr("redaction_failed")
+        if self.values:
+            reason = event.get("reason")
+            if type(reason) is str:
+                event["reason"] = self.scan(reason)
+            error = event.get("error")
+            if error:
+                message = error.get("message")
+                if type(message) is str:
+                    scanned = self.scan(message)
+                    if scanned is not message:
+                        event["error"] = {**error, "message": scanned}
         return event

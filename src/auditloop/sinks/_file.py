@@ -1,22 +1,52 @@
-"""FileSink: append-only JSON lines with fsync policy, rotation and reopen."""
+"""FileSink: append-only JSON lines with fsync policy, rotation, retention, chain."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal
 
+from auditloop._chain import (
+    ChainWriter,
+    check_key,
+    check_key_id,
+    first_link,
+    last_link,
+    system_record,
+)
 from auditloop._delivery import Delivery
+from auditloop._options import checked_options
 from auditloop.exceptions import ConfigurationError
 
 __all__ = ["FileSink"]
 
 Fsync = Literal["never", "batch", "always"]
-_FILE_MODE = 0o600
+Notify = Callable[..., None]
+_FILE_MODE: Final = 0o600
+_DEFAULT_BACKUPS: Final = 5
+_DEFAULT_CHECKPOINT_EVERY: Final = 10_000
+_DEFAULT_CHECKPOINT_INTERVAL: Final = 300.0
+_AGE_CHECK_INTERVAL: Final = 60.0  # seconds between retain_days sweeps
+# Checkpoint and sweep intervals run on this clock (tests replace it).
+_monotonic = time.monotonic
+
+
+def _count(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(
+            f"FileSink: {name} must be an integer >= {minimum}, got {value!r}"
+        )
+
+
+def _seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(f"FileSink: {name} must be > 0, got {value!r}")
 
 
 class FileSink:
@@ -24,10 +54,32 @@ class FileSink:
 
     Guarantees: every event is written as one whole line (a batch is one
     ``write`` of complete lines, so a crash can tear at most the last line,
-    which :func:`auditloop.read_events` reports and skips). New files are
-    created with mode ``0600``. When the file is moved or deleted (log
-    rotation by another tool), the next batch reopens the path, like
-    ``logging.handlers.WatchedFileHandler``.
+    which :func:`auditloop.read_events` reports and skips; on reopening, a
+    torn last line is terminated first, so it never swallows the next
+    record). New files are created with mode ``0600``. When the file is
+    moved or deleted (log rotation by another tool), the next batch reopens
+    the path, like ``logging.handlers.WatchedFileHandler``.
+
+    **Integrity chain** (``chain=True``): each record gets ``seq``, ``prev``
+    and ``hash`` (HMAC-SHA256 with *key*, plain SHA-256 without); the chain
+    continues across rotation and across restarts (on opening, the sink
+    reads the last chained record of the file, or of ``path.1`` when the
+    file is new). Every *checkpoint_every* records or *checkpoint_interval*
+    seconds (checked when a batch is written) an ``auditloop.checkpoint``
+    event records the head (``file``, ``count``, ``head``). One process
+    should write a chained file at a time. See ``docs/integrity.md``.
+
+    **Retention**: rotated files beyond *retain_files* (or *backups*, its
+    older name) and rotated files last modified more than *retain_days* ago
+    are deleted (oldest first, at start, after each rotation and at most
+    once a minute while writing; the active file never is). Each deletion
+    is recorded as an ``auditloop.retention`` event listing the files and,
+    for a chain, ``first_seq``: where the kept trail now starts.
+
+    Events about the sink itself (checkpoints, retention) go through the
+    Auditor the sink is attached to (see :meth:`attach_auditor`), so rules
+    and every sink see them; a sink used without an Auditor writes them to
+    its own file.
 
     Args:
         path: the file to append to.
@@ -35,38 +87,62 @@ class FileSink:
             each batch) or ``"always"`` (each event is written and fsynced
             on its own — pair with ``Delivery(mode="sync")`` for fail-closed).
         max_bytes: rotate before a write would grow the file past this size.
-        backups: rotated files kept (``path.1`` newest … ``path.N``).
+        backups: rotated files kept (``path.1`` newest … ``path.N``);
+            default 5, or unlimited when only *retain_days* is given.
         compress: gzip rotated files (``path.1.gz`` …).
         create_dirs: create missing parent directories instead of failing.
         delivery: the delivery policy (default: async).
+        chain: add the integrity chain to every record.
+        key: HMAC key (bytes or str) for the chain; without it the chain uses
+            plain SHA-256 (detects accidents, not forgers).
+        key_id: identifies *key* in each record (for key rotation).
+        checkpoint_every: records between checkpoints (default 10,000).
+        checkpoint_interval: seconds between checkpoints (default 300).
+        retain_days: delete rotated files older than this many days.
+        retain_files: rotated files kept (the same as *backups*; give one).
 
     Raises:
         ConfigurationError: bad option, or the directory does not exist (and
             ``create_dirs`` is false), or the file cannot be opened.
     """
 
+    @checked_options
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         fsync: Fsync = "never",
         max_bytes: int | None = None,
-        backups: int = 5,
+        backups: int | None = None,
         compress: bool = False,
         create_dirs: bool = False,
         delivery: Delivery | None = None,
+        chain: bool = False,
+        key: bytes | str | None = None,
+        key_id: str | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None,
+        retain_days: float | None = None,
+        retain_files: int | None = None,
     ) -> None:
         self.path = Path(path)
         if fsync not in ("never", "batch", "always"):
             raise ConfigurationError(
                 f'FileSink: fsync must be "never", "batch" or "always", got {fsync!r}'
             )
-        if max_bytes is not None and (isinstance(max_bytes, bool) or max_bytes <= 0):
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool)
+            or not isinstance(max_bytes, int)
+            or max_bytes <= 0
+        ):
             raise ConfigurationError(
                 f"FileSink: max_bytes must be > 0, got {max_bytes!r}"
             )
-        if isinstance(backups, bool) or not isinstance(backups, int) or backups < 0:
-            raise ConfigurationError(f"FileSink: backups must be >= 0, got {backups!r}")
+        self.backups = self._check_retention(backups, retain_files, retain_days)
+        self.retain_days = retain_days
+        key_bytes = self._check_chain(
+            chain, key, key_id, checkpoint_every, checkpoint_interval
+        )
         parent = self.path.parent
         if not parent.is_dir():
             if not create_dirs:
@@ -77,16 +153,104 @@ class FileSink:
             parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
         self.max_bytes = max_bytes
-        self.backups = backups
         self.compress = compress
         self.delivery = delivery
+        self.chain = chain
+        self.key_id = key_id
+        self.checkpoint_every = checkpoint_every or _DEFAULT_CHECKPOINT_EVERY
+        self.checkpoint_interval = checkpoint_interval or _DEFAULT_CHECKPOINT_INTERVAL
         self._lock = threading.Lock()
+        self._closed = False
+        self._fd = -1
+        self._notify: Notify | None = None
+        self._notices: list[tuple[str, dict[str, Any]]] = []
+        self._since_checkpoint = 0
+        self._next_checkpoint = _monotonic() + self.checkpoint_interval
+        self._next_age_check = 0.0
+        self._chain: ChainWriter | None = None
         try:
+            if chain:
+                self._chain = self._resume(key_bytes, key_id)
             self._open()
+            self._retain_by_age()
         except OSError as exc:
             raise ConfigurationError(
                 f"FileSink: cannot open {str(path)!r}: {exc}"
             ) from exc
+
+    # -- configuration checks ------------------------------------------------
+
+    @staticmethod
+    def _check_retention(
+        backups: int | None, retain_files: int | None, retain_days: float | None
+    ) -> int | None:
+        if backups is not None and retain_files is not None:
+            raise ConfigurationError(
+                "FileSink: give retain_files or backups (the same setting), not both"
+            )
+        if backups is not None:
+            _count("backups", backups, 0)
+        if retain_files is not None:
+            _count("retain_files", retain_files, 0)
+        if retain_days is not None:
+            _seconds("retain_days", retain_days)
+        kept = retain_files if retain_files is not None else backups
+        if kept is None and retain_days is None:
+            return _DEFAULT_BACKUPS
+        return kept  # None: as many as retain_days allows
+
+    @staticmethod
+    def _check_chain(
+        chain: bool,
+        key: object,
+        key_id: object,
+        checkpoint_every: object,
+        checkpoint_interval: object,
+    ) -> bytes | None:
+        if not isinstance(chain, bool):
+            raise ConfigurationError(
+                f"FileSink: chain must be True or False, got {chain!r}"
+            )
+        key_bytes = check_key(key, "FileSink")
+        check_key_id(key_id, "FileSink")
+        if key_id is not None and key_bytes is None:
+            raise ConfigurationError("FileSink: key_id needs a key")
+        if checkpoint_every is not None:
+            _count("checkpoint_every", checkpoint_every, 1)
+        if checkpoint_interval is not None:
+            _seconds("checkpoint_interval", checkpoint_interval)
+        if not chain:
+            given = [
+                name
+                for name, value in (
+                    ("key", key),
+                    ("checkpoint_every", checkpoint_every),
+                    ("checkpoint_interval", checkpoint_interval),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ConfigurationError(f"FileSink: {given[0]} needs chain=True")
+        return key_bytes
+
+    # -- files ---------------------------------------------------------------
+
+    def _resume(self, key: bytes | None, key_id: str | None) -> ChainWriter:
+        """Continue the chain from the newest chained record on disk."""
+        for candidate in (self.path, *self._rotated_candidates(1)):
+            if candidate.exists():
+                link = last_link(candidate)
+                if link is not None:
+                    seq, _prev, head, _line = link
+                    return ChainWriter(key, key_id, seq, head)
+                if candidate.stat().st_size > 0:
+                    break  # records, but none chained: a new chain starts here
+        return ChainWriter(key, key_id)
+
+    def _rotated_candidates(self, n: int) -> tuple[Path, Path]:
+        plain = self.path.with_name(f"{self.path.name}.{n}")
+        gz = self.path.with_name(f"{self.path.name}.{n}.gz")
+        return (gz, plain) if self.compress else (plain, gz)
 
     def _open(self) -> None:
         self._fd = os.open(
@@ -95,14 +259,30 @@ class FileSink:
         stat = os.fstat(self._fd)
         self._identity = (stat.st_dev, stat.st_ino)
         self._size = stat.st_size
+        if self._size and self._last_byte() != b"\n":
+            # A crash tore the last line: end it, or it swallows our first one.
+            self._write_all(b"\n")
+
+    def _last_byte(self) -> bytes:
+        with self.path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1)
 
     def _reopen_if_moved(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, f"FileSink({str(self.path)!r}) is closed")
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             stat = None
-        if stat is None or (stat.st_dev, stat.st_ino) != self._identity:
-            os.close(self._fd)
+        if (
+            self._fd < 0  # a reopen or rotation failed: try again
+            or stat is None
+            or (stat.st_dev, stat.st_ino) != self._identity
+        ):
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1  # never write to a stale descriptor number
             self._open()
 
     def _write_all(self, data: bytes) -> None:
@@ -112,34 +292,120 @@ class FileSink:
             view = view[written:]
         self._size += len(data)
 
+    def _encode(self, batch: Sequence[bytes]) -> bytes:
+        chain = self._chain
+        if chain is None:
+            return b"\n".join(batch) + b"\n"
+        return chain.seal(batch)
+
     def write(self, batch: Sequence[bytes]) -> None:
-        """Append *batch* as whole lines (rotating first if needed)."""
-        data = b"\n".join(batch) + b"\n"
+        """Append *batch* as whole lines (rotating first if needed).
+
+        With a chain, lines are sealed first; retention and checkpoint events
+        this write causes are handed to the attached Auditor after the lock
+        is released (or, without one, written right behind the batch).
+        """
         with self._lock:
             self._reopen_if_moved()
+            first_seq = self._chain.seq + 1 if self._chain is not None else 0
+            data = self._encode(batch)
             limit = self.max_bytes
             if limit is not None and self._size > 0 and self._size + len(data) > limit:
-                self._rotate()
-            if self.fsync == "always":
-                for line in batch:
-                    self._write_all(line + b"\n")
-                    os.fsync(self._fd)
-                return
-            self._write_all(data)
-            if self.fsync == "batch":
+                self._rotate(first_seq)
+            self._write_data(data)
+            self._after_write(len(batch))
+            notices = self._take_notices()
+        self._deliver(notices)
+
+    def _write_data(self, data: bytes) -> None:
+        if self.fsync == "always":
+            for line in data.split(b"\n")[:-1]:
+                self._write_all(line + b"\n")
                 os.fsync(self._fd)
+            return
+        self._write_all(data)
+        if self.fsync == "batch":
+            os.fsync(self._fd)
+
+    def _after_write(self, count: int) -> None:
+        now = _monotonic()
+        if self.retain_days is not None and now >= self._next_age_check:
+            self._retain_by_age()
+        chain = self._chain
+        if chain is None:
+            return
+        self._since_checkpoint += count
+        if self._since_checkpoint >= self.checkpoint_every or (
+            now >= self._next_checkpoint
+        ):
+            self._since_checkpoint = 0
+            self._next_checkpoint = now + self.checkpoint_interval
+            checkpoint: dict[str, Any] = {
+                "file": str(self.path),
+                "count": chain.seq,
+                "head": chain.head.decode(),
+            }
+            if chain.key_id:
+                checkpoint["key_id"] = chain.key_id
+            self._notices.append(("auditloop.checkpoint", checkpoint))
+
+    def _take_notices(self) -> list[tuple[str, dict[str, Any]]]:
+        """Under the lock: hand pending notices over, or write them here."""
+        if not self._notices:
+            return []
+        notices, self._notices = self._notices, []
+        if self._notify is not None:
+            return notices
+        self._write_data(self._encode([system_record(a, n) for a, n in notices]))
+        return []
+
+    def _deliver(self, notices: list[tuple[str, dict[str, Any]]]) -> None:
+        notify = self._notify
+        if notify is None:
+            return
+        for action, attributes in notices:
+            try:
+                notify(action, attributes)
+            except Exception:  # noqa: S112 - a notice must never break a write
+                continue
+
+    def attach_auditor(self, notify: Notify) -> None:
+        """Route this sink's own events through an Auditor (the sink hook).
+
+        Called by every :class:`~auditloop.Auditor` that delivers to this
+        sink, with ``notify(action, attributes)``, which records an
+        ``auditloop.*`` event through that Auditor and never raises. The
+        last Auditor to attach wins. Pending notices are handed over now.
+        """
+        with self._lock:
+            self._notify = notify
+            notices, self._notices = self._notices, []
+        self._deliver(notices)
 
     def _backup(self, n: int) -> Path:
         suffix = f".{n}.gz" if self.compress else f".{n}"
         return self.path.with_name(self.path.name + suffix)
 
-    def _rotate(self) -> None:
+    def _highest_backup(self) -> int:
+        n = 0
+        while self._backup(n + 1).exists():
+            n += 1
+        return n
+
+    def _rotate(self, next_seq: int) -> None:
         os.close(self._fd)
+        self._fd = -1  # if rotating fails, the next write reopens the path
+        deleted: list[str] = []
         if self.backups == 0:
             self.path.unlink(missing_ok=True)
+            deleted.append(self.path.name)
         else:
-            self._backup(self.backups).unlink(missing_ok=True)
-            for n in range(self.backups - 1, 0, -1):
+            top = self.backups if self.backups is not None else self._highest_backup()
+            oldest = self._backup(top)
+            if self.backups is not None and oldest.exists():
+                oldest.unlink()
+                deleted.append(oldest.name)
+            for n in range(top if self.backups is None else top - 1, 0, -1):
                 if self._backup(n).exists():
                     self._backup(n).replace(self._backup(n + 1))
             if self.compress:
@@ -153,17 +419,61 @@ class FileSink:
             else:
                 self.path.replace(self._backup(1))
         self._open()
+        if deleted:
+            self._record_deletion(deleted, "retain_files", next_seq)
+        self._retain_by_age(next_seq)
+
+    def _retain_by_age(self, next_seq: int | None = None) -> None:
+        """Delete the oldest rotated files older than ``retain_days``."""
+        days = self.retain_days
+        if days is None:
+            return
+        self._next_age_check = _monotonic() + _AGE_CHECK_INTERVAL
+        cutoff = time.time() - days * 86400
+        deleted: list[str] = []
+        for n in range(self._highest_backup(), 0, -1):
+            backup = self._backup(n)
+            try:
+                if backup.stat().st_mtime >= cutoff:
+                    break  # newer files follow: keep the numbering contiguous
+                backup.unlink()
+            except FileNotFoundError:
+                continue
+            deleted.append(backup.name)
+        if deleted:
+            if next_seq is None:
+                next_seq = self._chain.seq + 1 if self._chain is not None else 0
+            self._record_deletion(deleted, "retain_days", next_seq)
+
+    def _record_deletion(self, deleted: list[str], reason: str, next_seq: int) -> None:
+        notice: dict[str, Any] = {"deleted": deleted, "reason": reason}
+        if self._chain is not None:
+            notice["first_seq"] = self._first_kept_seq(next_seq)
+        self._notices.append(("auditloop.retention", notice))
+
+    def _first_kept_seq(self, next_seq: int) -> int:
+        """Sequence number the kept trail starts at, after a deletion."""
+        top = self._highest_backup()
+        oldest = self._backup(top) if top else self.path
+        link = first_link(oldest)
+        return link[0] if link is not None else next_seq
+
+    def after_fork_in_child(self) -> None:
+        """Replace the lock, which the parent's writer may have held at fork."""
+        self._lock = threading.Lock()
 
     def flush(self, timeout: float | None = None) -> None:
         """fsync the file unless ``fsync="never"`` (lines are already in the OS)."""
         with self._lock:
-            if self.fsync != "never":
+            if self.fsync != "never" and self._fd >= 0:
                 os.fsync(self._fd)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush and close the file descriptor."""
+        """Write pending notices (without an Auditor), flush, close the file."""
         with self._lock:
+            self._closed = True
             if self._fd >= 0:
+                self._take_notices()
                 if self.fsync != "never":
                     os.fsync(self._fd)
                 os.close(self._fd)
