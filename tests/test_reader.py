@@ -1,4 +1,4 @@
-"""Reading audit trails back: ``read_events`` and ``iter_records``."""
+"""Reading audit trails back: ``read_events`` and ``scan_records``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import auditloop
 from auditloop import AuditEvent, ReadIssue, ReadWarning, sinks
-from auditloop._reader import iter_records
+from auditloop._reader import Position, scan_records
 
 
 def record(i: int) -> bytes:
@@ -130,11 +130,37 @@ class TestReadEvents:
         assert f"{path}:2: malformed line:" in str(warned[0].message)
         assert f"{path}:3: torn line:" in str(warned[1].message)
 
-    def test_iter_records_yields_file_line_and_dict(self, tmp_path: Path) -> None:
+    def test_scan_records_yields_dicts_and_tracks_position(
+        self, tmp_path: Path
+    ) -> None:
         path = tmp_path / "a.jsonl"
         path.write_bytes(b"\n" + record(7) + b"\n")
+        at = Position()
 
-        assert [(str(path), 2, orjson.loads(record(7)))] == list(iter_records(path))
+        seen = [(r, at.file, at.line) for r in scan_records(path, position=at)]
+
+        assert [(orjson.loads(record(7)), str(path), 2)] == seen
+
+    def test_scan_records_hands_unreadable_files_to_on_file_error(
+        self, tmp_path: Path
+    ) -> None:
+        missing, present = tmp_path / "missing.jsonl", tmp_path / "b.jsonl"
+        present.write_bytes(record(1) + b"\n")
+        failed: list[Path] = []
+
+        records = list(
+            scan_records(
+                [missing, present], on_file_error=lambda p, exc: failed.append(p)
+            )
+        )
+
+        assert ([missing], [orjson.loads(record(1))]) == (failed, records)
+
+    def test_scan_records_raises_for_an_unreadable_file_by_default(
+        self, tmp_path: Path
+    ) -> None:
+        with pytest.raises(FileNotFoundError):
+            list(scan_records(tmp_path / "missing.jsonl"))
 
     def test_read_issue_text(self) -> None:
         issue = ReadIssue("f.jsonl", 3, "torn", "unexpected end of data")

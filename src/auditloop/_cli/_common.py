@@ -9,20 +9,16 @@ the order it was written.
 from __future__ import annotations
 
 import argparse
-import gzip
 import re
 import sys
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, TextIO
-
-import orjson
+from typing import Any, Final, TextIO
 
 from auditloop._clock import format_rfc3339
-from auditloop._reader import ReadIssue
+from auditloop._reader import ReadIssue, scan_records
 from auditloop._render import escape
 
 __all__ = [
@@ -135,12 +131,6 @@ def _rotated_siblings(path: Path) -> list[_Sibling]:
     return siblings
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return path.open("rb")
-
-
 class Issues:
     """Reports unreadable lines and unreadable files on stderr, and counts them.
 
@@ -189,36 +179,10 @@ class Issues:
 def scan(paths: Sequence[Path], issues: Issues) -> Iterator[dict[str, Any]]:
     """Yield the record of every readable line of *paths*, in order.
 
-    The same reading rules as :func:`auditloop._reader.iter_records` (blank
-    lines skipped; an unterminated last line that does not parse is
-    ``torn``; other unparsable lines and non-objects are ``malformed``), in
-    one loop without per-line tuples, because ``query`` and ``summary``
-    spend most of their time here. A file that cannot be opened or stops
-    decompressing is reported to *issues* and the next file is read.
+    Unreadable lines and files are reported to *issues* and skipped (see
+    :func:`auditloop._reader.scan_records` for the rules).
     """
-    loads = orjson.loads
-    decode_error = orjson.JSONDecodeError
-    report = issues.report
-    for path in paths:
-        name = str(path)
-        try:
-            with _open(path) as stream:
-                for number, line in enumerate(stream, 1):
-                    try:
-                        record = loads(line)
-                    except decode_error as exc:
-                        if line.strip():  # blank lines are not errors
-                            kind = "malformed" if line.endswith(b"\n") else "torn"
-                            report(ReadIssue(name, number, kind, str(exc)))
-                        continue
-                    if record.__class__ is dict:
-                        yield record
-                    else:
-                        report(
-                            ReadIssue(name, number, "malformed", "not a JSON object")
-                        )
-        except (OSError, EOFError, zlib.error) as exc:
-            issues.file_error(path, exc)
+    return scan_records(paths, on_error=issues.report, on_file_error=issues.file_error)
 
 
 def parse_time_arg(text: str, now: float | None = None) -> float:

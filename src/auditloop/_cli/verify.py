@@ -189,11 +189,11 @@ def check_integrity(
 
 def _has_chain(paths: Sequence[Path], sample: int = 1000) -> bool:
     """Whether any of the first *sample* readable records carries a hash."""
-    from auditloop._reader import iter_records
+    from auditloop._reader import scan_records
 
     seen = 0
     try:
-        for _file, _line, record in iter_records(paths, on_error=lambda _: None):
+        for record in scan_records(paths, on_error=lambda _: None):
             if "hash" in record:
                 return True
             seen += 1
