@@ -29,6 +29,7 @@ typecheck: $(VENV)/.installed-dev
 
 test: lint typecheck
 	sh tools/ensure-chromium.sh || echo "chromium unavailable: the report browser test will skip"
+	sh tools/ensure-redis.sh || echo "redis-server unavailable: the Redis store tests will skip"
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term
 
 bench: $(VENV)/.installed-dev

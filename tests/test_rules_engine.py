@@ -578,6 +578,7 @@ class TestPublicSurface:
             "Match",
             "MemoryStore",
             "Ratio",
+            "RedisStore",
             "Rule",
             "Sequence",
             "Store",

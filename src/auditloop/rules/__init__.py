@@ -17,6 +17,7 @@ from auditloop.rules._engine import replay
 from auditloop.rules._kinds import Absence, Distinct, Ratio, Rule, Sequence, Threshold
 from auditloop.rules._load import load, register
 from auditloop.rules._match import Match, match
+from auditloop.rules._redis import RedisStore
 from auditloop.rules._store import Change, MemoryStore, Store
 from auditloop.rules._webhook import Webhook, webhook
 
@@ -28,6 +29,7 @@ __all__ = [
     "Match",
     "MemoryStore",
     "Ratio",
+    "RedisStore",
     "Rule",
     "Sequence",
     "Store",

@@ -114,6 +114,11 @@ class RuleEngine:
         self._commit: Callable[[], list[Change]] | None = getattr(
             self.store, "commit", None
         )
+        # Optional: a store that reports about itself (store_unavailable)
+        # gets the engine, for its auditor.
+        attach = getattr(self.store, "attach", None)
+        if attach is not None:
+            attach(self)
         self._actions = actions
         # Re-entrant: a `where` callable that emits an event must not deadlock.
         self._lock = threading.RLock()
@@ -259,6 +264,8 @@ class RuleEngine:
                 self._now = max(self._now, now)
                 if self._now >= self.store.next_due:
                     changes = self.store.advance(self._now)
+                    if self._commit is not None:  # a batching store's round trip
+                        changes = [*changes, *self._commit()]
                     if changes:
                         alerts = self._alerts(changes)
             except Exception:

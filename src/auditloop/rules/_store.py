@@ -79,7 +79,11 @@ class Store(Protocol):
     A store that talks to a server can batch: its observers queue the update
     and return ``None``, and an optional ``commit() -> list[Change]`` method,
     if the store has one, is called once per event after every observer, so
-    all the rules an event touches cost one round trip.
+    all the rules an event touches cost one round trip. ``commit()`` is also
+    called right after every :meth:`advance` outside an event (a tick), so
+    such a store may defer advance's work to ``commit()`` as well. An
+    optional ``attach(engine)`` method is called once with the engine, before
+    the first ``advance``.
     """
 
     #: The earliest time at which :meth:`advance` has work (``inf`` if none).

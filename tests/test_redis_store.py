@@ -1,0 +1,630 @@
+"""RedisStore against a real redis-server: same alerts as memory, one call per event.
+
+The multi-process, outage and expiry tests are in test_redis_store_fleet.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import auditloop
+from auditloop import rules
+from auditloop.exceptions import ConfigurationError
+from auditloop.rules import match
+from auditloop.sinks import MemorySink
+from auditloop.testing import FakeClock
+from redis_helpers import RedisServer, server_fixture
+from rules_helpers import T0, Feed
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from server_fixture(tmp_path_factory)
+
+
+def fresh_prefix() -> str:
+    return f"t{next(_prefixes)}:"
+
+
+def store(server: RedisServer, **options: Any) -> rules.RedisStore:
+    options.setdefault("prefix", fresh_prefix())
+    options.setdefault("time", "event")
+    return rules.RedisStore(server.url, **options)
+
+
+def storm(**options: Any) -> rules.Threshold:
+    params: dict[str, Any] = {
+        "match": match(action="permission.*"),
+        "group_by": ["actor.id"],
+        "at_least": 3,
+        "within": 60,
+    }
+    params.update(options)
+    return rules.Threshold("storm", **params)
+
+
+def alerts_of(feed: Feed) -> list[tuple[Any, ...]]:
+    """Everything an alert says, with times relative to T0."""
+    return [
+        (
+            a.rule,
+            a.status,
+            tuple(a.group.values()),
+            round(a.time.timestamp() - T0, 6),
+            round(a.value, 9),
+            round(a.started_at.timestamp() - T0, 6),
+            round(a.fired_at.timestamp() - T0, 6),
+            tuple(e["id"] for e in a.evidence),
+        )
+        for a in feed.alerts
+    ]
+
+
+def ordered(alerts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    # Groups due at the same instant are re-checked in no defined order;
+    # each (rule, group)'s own order is kept by the stable sort.
+    return sorted(alerts, key=lambda a: (a[3], a[0], repr(a[2])))
+
+
+# -- the same alerts as MemoryStore ------------------------------------------------
+
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 4.0, 7.0, -1.5]),  # < 0: late
+        st.sampled_from(["doc.read", "doc.write", "doc.share", "other"]),
+        st.sampled_from(["alice", "bob", None]),
+        st.sampled_from(["t1", "t2", "t3", None]),
+        st.booleans(),  # failed?
+        st.booleans(),  # tick instead of an event?
+    ),
+    max_size=40,
+)
+
+
+def rule_set(for_: float, cooldown: float, evidence: int) -> list[rules.Rule]:
+    common: dict[str, Any] = {
+        "group_by": ["actor.id"],
+        "for_": for_,
+        "cooldown": cooldown,
+        "evidence": evidence,
+    }
+    doc = match(action="doc.*")
+    return [
+        rules.Threshold("th", match=doc, at_least=3, within=6, **common),
+        rules.Ratio(
+            "ra",
+            match=match(action="doc.*", outcome="failure"),
+            of=doc,
+            above=0.5,
+            min_count=2,
+            within=5,
+            max_events=4,
+            **common,
+        ),
+        rules.Distinct(
+            "di", match=doc, field="target.id", at_least=2, within=4, **common
+        ),
+        rules.Absence(
+            "ab",
+            match=match(action="doc.write"),
+            within=5,
+            expected=["carol"],
+            **common,
+        ),
+        rules.Sequence(
+            "se",
+            steps=[
+                match(action="doc.read"),
+                match(action="doc.write"),
+                match(action="doc.share"),
+            ],
+            within=8,
+            **common,
+        ),
+        rules.Threshold("all", match=match(), at_least=4, within=3, evidence=evidence),
+    ]
+
+
+class TestSameAlertsAsMemory:
+    @settings(
+        max_examples=120,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        steps=STEPS,
+        for_=st.sampled_from([0.0, 0.0, 1.0, 3.0]),
+        cooldown=st.sampled_from([0.0, 0.0, 2.0, 10.0]),
+        evidence=st.sampled_from([0, 2, 5]),
+    )
+    def test_random_streams_give_the_same_transitions(
+        self,
+        redis_server: RedisServer,
+        steps: list[tuple[float, str, str | None, str | None, bool, bool]],
+        for_: float,
+        cooldown: float,
+        evidence: int,
+    ) -> None:
+        rule_list = rule_set(for_, cooldown, evidence)
+        memory = Feed(*rule_list)
+        shared = Feed(*rule_list, store=store(redis_server))
+        for feed in (memory, shared):
+            feed.tick(0)  # the start: Absence watches `expected` from here
+        now = 0.0
+        for step, action, actor, target, failed, tick in steps:
+            at = now + step
+            now = max(now, at)
+            for feed in (memory, shared):
+                if tick:
+                    feed.tick(at)
+                else:
+                    fields: dict[str, Any] = {
+                        "outcome": "failure" if failed else "success"
+                    }
+                    if target is not None:
+                        fields["target"] = {"id": target}
+                    feed.event(at, action, actor=actor, **fields)
+        for feed in (memory, shared):
+            feed.tick(now + 30)
+        assert ordered(alerts_of(memory)) == ordered(alerts_of(shared))
+        # Not `overflow`: memory also counts dropping events that already
+        # left the window (unless it forgot the idle group first).
+        counters = ("fired", "resolved", "suppressed", "late_events")
+        mine = shared.engine.stats()["rules"]
+        theirs = memory.engine.stats()["rules"]
+        for name in mine:
+            assert {c: theirs[name][c] for c in counters} == {
+                c: mine[name][c] for c in counters
+            }
+
+
+# -- one round trip per event -------------------------------------------------------
+
+
+def evalsha_calls(server: RedisServer) -> int:
+    stats = server.client().info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+class TestRoundTrips:
+    def test_one_call_per_event_however_many_rules_match(
+        self, redis_server: RedisServer
+    ) -> None:
+        doc = match(action="doc.*")
+        rule_list = [
+            rules.Threshold(
+                "a", match=doc, group_by=["actor.id"], at_least=50, within=60
+            ),
+            rules.Ratio(
+                "b",
+                match=match(action="doc.*", outcome="failure"),
+                of=doc,
+                group_by=["actor.id"],
+                above=0.9,
+                within=60,
+            ),
+            rules.Distinct(
+                "c",
+                match=doc,
+                field="target.id",
+                group_by=["actor.id"],
+                at_least=50,
+                within=60,
+            ),
+        ]
+        shared = store(redis_server)
+        feed = Feed(*rule_list, store=shared)
+        feed.event(0, "doc.read")  # loads the script (EVAL after NOSCRIPT)
+        before_calls, before_trips = (
+            evalsha_calls(redis_server),
+            shared.info()["round_trips"],
+        )
+        for i in range(100):
+            feed.event(i * 0.001, "doc.read", target={"id": f"d{i % 7}"})
+        for _ in range(20):
+            feed.event(0.1, "unrelated.action")  # matches no rule: no call
+        assert 100 == evalsha_calls(redis_server) - before_calls
+        assert 100 == shared.info()["round_trips"] - before_trips
+
+    def test_the_connection_is_reused(self, redis_server: RedisServer) -> None:
+        before = int(redis_server.client().info("stats")["total_connections_received"])
+        feed = Feed(storm(), store=store(redis_server))
+        for i in range(50):
+            feed.event(i, "permission.grant")
+        after = int(redis_server.client().info("stats")["total_connections_received"])
+        # One connection for the store (plus the one this test used to ask).
+        assert 2 == after - before
+
+
+# -- fleet semantics inside one process (two engines share Redis) -----------------
+
+
+class TestSharedState:
+    def test_two_engines_count_together_and_fire_once(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        one = Feed(storm(), store=store(redis_server, prefix=prefix))
+        two = Feed(storm(), store=store(redis_server, prefix=prefix))
+        one.event(0, "permission.grant")
+        two.event(1, "permission.grant")
+        one.event(2, "permission.grant")
+        two.event(3, "permission.grant")
+        assert [("storm", "firing", ("alice",), 2.0)] == one.transitions()
+        assert [] == two.transitions()
+
+    def test_a_resolution_is_reported_once_by_whoever_rechecks_first(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        one = Feed(storm(), store=store(redis_server, prefix=prefix))
+        two = Feed(storm(), store=store(redis_server, prefix=prefix))
+        for t in (0, 1, 2):
+            one.event(t, "permission.grant")
+        two.tick(100)
+        one.tick(100)
+        assert [("storm", "resolved", ("alice",), 60.0)] == two.transitions()
+        assert [("storm", "firing", ("alice",), 2.0)] == one.transitions()
+        # The other process had never seen alice: the group comes from Redis.
+        assert {"actor.id": "alice"} == dict(two.alerts[0].group)
+
+    def test_compound_and_null_group_keys_round_trip(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        rule = storm(group_by=["actor.id", "target.id"], at_least=2)
+        one = Feed(rule, store=store(redis_server, prefix=prefix))
+        two = Feed(rule, store=store(redis_server, prefix=prefix))
+        one.event(0, "permission.grant", actor=None, target={"id": 7})
+        one.event(1, "permission.grant", actor=None, target={"id": 7})
+        two.tick(100)
+        assert [("storm", "resolved", (None, 7), 60.0)] == two.transitions()
+
+    def test_a_changed_rule_starts_fresh_state(self, redis_server: RedisServer) -> None:
+        prefix = fresh_prefix()
+        old = Feed(storm(at_least=3), store=store(redis_server, prefix=prefix))
+        new = Feed(storm(at_least=4), store=store(redis_server, prefix=prefix))
+        old.event(0, "permission.grant")
+        old.event(1, "permission.grant")
+        for t in (2, 3, 4):
+            new.event(t, "permission.grant")
+        assert [] == new.transitions()
+        new.event(5, "permission.grant")
+        assert [("storm", "firing", ("alice",), 5.0)] == new.transitions()
+
+    def test_transitions_of_rules_this_process_lacks_are_dropped_and_counted(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        other = rules.Threshold("other", match=match(), at_least=1, within=10)
+        theirs = Feed(other, store=store(redis_server, prefix=prefix))
+        mine_store = store(redis_server, prefix=prefix)
+        mine = Feed(storm(), store=mine_store)
+        theirs.event(0, "x")
+        mine.tick(50)
+        assert [] == mine.transitions()
+        assert 1 == mine_store.info()["foreign_changes"]
+
+    def test_absence_expected_groups_are_watched_once_for_the_fleet(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        rule = rules.Absence(
+            "quiet",
+            match=match(action="deploy"),
+            group_by=["actor.id"],
+            within=10,
+            expected=["ci"],
+        )
+        one = Feed(rule, store=store(redis_server, prefix=prefix))
+        two = Feed(rule, store=store(redis_server, prefix=prefix))
+        one.tick(0)
+        two.tick(5)  # started later: the watch from 0 stands
+        two.tick(11)
+        one.tick(11)
+        assert [("quiet", "firing", ("ci",), 10.0)] == two.transitions()
+        assert [] == one.transitions()
+        one.event(12, "deploy", actor="ci")
+        assert [("quiet", "resolved", ("ci",), 12.0)] == one.transitions()
+
+
+class TestServerTime:
+    def test_window_time_is_the_servers_whatever_the_event_times(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        early = Feed(storm(), store=store(redis_server, prefix=prefix, time="server"))
+        late = Feed(storm(), store=store(redis_server, prefix=prefix, time="server"))
+        early.event(-10_000, "permission.grant")  # far outside any window
+        late.event(10_000, "permission.grant")
+        early.event(-10_000, "permission.grant")
+        assert 1 == len(early.alerts)
+        server_now = time.time()
+        assert abs(early.alerts[0].fired_at.timestamp() - server_now) < 5
+
+
+# -- keys ---------------------------------------------------------------------------
+
+
+class TestKeys:
+    def test_every_key_has_a_ttl_of_window_plus_cooldown_plus_ttl(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        feed = Feed(
+            storm(within=20, cooldown=5),
+            store=store(redis_server, prefix=prefix, ttl=30, time="server"),
+        )
+        for t in (0, 1, 2):
+            feed.event(t, "permission.grant")
+        client = redis_server.client()
+        keys = redis_server.keys(prefix)
+        assert {"due", "h", "w"} == {k.rsplit(":", 1)[-1] for k in keys}
+        for key in keys:
+            # window + cooldown + ttl = 55 s, plus up to 10 s of slack (keys
+            # are refreshed only once less than 55 s are left)
+            assert 50_000 <= client.pttl(key) <= 65_000, key
+
+    def test_key_names_carry_prefix_rule_and_a_digest(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        feed = Feed(storm(evidence=0), store=store(redis_server, prefix=prefix))
+        feed.event(0, "permission.grant", actor="x" * 10_000)
+        (h, w) = redis_server.keys(prefix)
+        assert h.startswith(f"{prefix}storm:")
+        assert h.endswith(":h")
+        assert len(h) < 60
+        assert w[:-1] == h[:-1]
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+class TestConfiguration:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"prefix": ""}, "prefix must be a non-empty string"),
+            ({"time": "local"}, "time must be 'server' or 'event'"),
+            ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+            ({"timeout": "1"}, "timeout must be a number of seconds > 0"),
+            ({"ttl": -1}, "ttl must be a number of seconds >= 0"),
+            ({"retry_after": float("nan")}, "retry_after must be"),
+            ({"report_interval": True}, "report_interval must be"),
+            (
+                {"on_unavailable": "raise"},
+                "on_unavailable must be 'fallback' or 'skip'",
+            ),
+        ],
+    )
+    def test_bad_options_name_the_argument(
+        self, options: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=message):
+            rules.RedisStore("redis://127.0.0.1:1/0", **options)
+
+    def test_bad_url_or_client(self) -> None:
+        with pytest.raises(ConfigurationError, match="url_or_client"):
+            rules.RedisStore("http://example/")
+        with pytest.raises(ConfigurationError, match="url_or_client must be"):
+            rules.RedisStore(42)
+
+    def test_a_client_is_used_as_given(self, redis_server: RedisServer) -> None:
+        shared = rules.RedisStore(
+            redis_server.client(), prefix=fresh_prefix(), time="event"
+        )
+        feed = Feed(storm(at_least=1), store=shared)
+        feed.event(0, "permission.grant")
+        assert [("storm", "firing", ("alice",), 0.0)] == feed.transitions()
+
+    def test_it_is_a_store_and_exported(self) -> None:
+        assert "RedisStore" in rules.__all__
+        assert isinstance(rules.RedisStore("redis://127.0.0.1:1/0"), rules.Store)
+
+    def test_configure_takes_it_as_rule_store(self, redis_server: RedisServer) -> None:
+        sink = MemorySink()
+        clock = FakeClock(T0)
+        auditloop.configure(
+            sinks=[sink],
+            rules=[storm(at_least=2)],
+            rule_store=store(redis_server),
+            clock=clock,
+        )
+        auditloop.emit("permission.grant", actor="alice")
+        auditloop.emit("permission.grant", actor="alice")
+        auditloop.flush()
+        alerts = [e for e in sink.events if e.action == "auditloop.alert"]
+        assert ["firing"] == [e.attributes["status"] for e in alerts]
+
+
+# -- Redis unreachable (nothing listening, or a server that never answers) ----------
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there any more
+
+
+class TestUnavailable:
+    def test_fallback_counts_locally_and_reports_once(self) -> None:
+        sink = MemorySink()
+        clock = FakeClock(T0)
+        shared = rules.RedisStore(dead_url(), time="event", retry_after=0)
+        auditor = auditloop.Auditor(
+            sinks=[sink], rules=[storm()], rule_store=shared, clock=clock
+        )
+        for _ in range(3):
+            auditor.emit("permission.grant", actor="alice")
+            clock.advance(1)
+        reports = wait_for(sink, "auditloop.rule.store_unavailable")
+        assert 1 == len(reports)
+        assert "failure" == reports[0].outcome
+        assert "ConnectionError" == reports[0].error["type"]
+        assert {"store": "redis", "on_unavailable": "fallback"}.items() <= (
+            reports[0].attributes.items()
+        )
+        stats = auditor.stats()["rules"]["rules"]["storm"]
+        assert (1, 3) == (stats["fired"], stats["fallback_events"])
+        assert 1 == len([e for e in sink.events if e.action == "auditloop.alert"])
+        info = shared.info()
+        assert (False, 1) == (info["available"], info["reports"])
+        assert info["failures"] >= 3
+        clock.advance(60)
+        assert auditor.rules is not None
+        auditor.rules.tick()  # the local window empties: resolved locally
+        assert 1 == auditor.stats()["rules"]["rules"]["storm"]["resolved"]
+        auditor.shutdown(timeout=5)
+
+    def test_skip_counts_and_never_fires(self) -> None:
+        shared = rules.RedisStore(dead_url(), time="event", on_unavailable="skip")
+        feed = Feed(storm(), store=shared)
+        for t in (0, 1, 2):
+            feed.event(t, "permission.grant")
+        assert [] == feed.transitions()
+        assert 3 == feed.engine.stats()["rules"]["storm"]["skipped_events"]
+        # retry_after (1 s) not over: only the first event tried Redis
+        assert 1 == shared.info()["failures"]
+
+    def test_a_server_that_never_answers_blocks_at_most_the_timeout(self) -> None:
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(16)  # accepts connections, never replies
+            port = silent.getsockname()[1]
+            shared = rules.RedisStore(
+                f"redis://127.0.0.1:{port}/0", time="event", timeout=0.2
+            )
+            feed = Feed(storm(), store=shared)
+            took = []
+            for t in (0, 1, 2, 3):
+                start = time.monotonic()
+                feed.event(t, "permission.grant")
+                took.append(time.monotonic() - start)
+        assert max(took) < 1.0
+        assert 1 == shared.info()["failures"]  # the others did not even try
+        assert [("storm", "firing", ("alice",), 2.0)] == feed.transitions()
+
+    def test_recovery_resolves_what_fired_locally_and_counts_in_redis_again(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        shared = rules.RedisStore(
+            dead_url(), prefix=prefix, time="event", retry_after=0
+        )
+        feed = Feed(storm(), store=shared)
+        for t in (0, 1, 2):
+            feed.event(t, "permission.grant")
+        assert [("storm", "firing", ("alice",), 2.0)] == feed.transitions()
+        # Redis "comes back" (the same store now reaches a live server).
+        shared._client = redis_server.client()
+        feed.event(3, "permission.grant", actor="bob")
+        assert [
+            ("storm", "firing", ("alice",), 2.0),
+            ("storm", "resolved", ("alice",), 3.0),
+        ] == feed.transitions()
+        assert 1 == shared.info()["recoveries"]
+        assert shared.info()["available"]
+        for t in (4, 5):
+            feed.event(t, "permission.grant", actor="bob")
+        assert ("storm", "firing", ("bob",), 5.0) == feed.transitions()[-1]
+        assert redis_server.keys(prefix)
+
+
+def wait_for(sink: MemorySink, action: str, timeout: float = 10) -> list[Any]:
+    """Poll *sink* until an event with *action* arrived (it is emitted off-thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in sink.events if e.action == action]
+        if found:
+            return found
+        threading.Event().wait(0.01)
+    raise AssertionError(f"no {action} event within {timeout} s")
+
+
+class TestMore:
+    def test_late_events_are_counted_not_stored(
+        self, redis_server: RedisServer
+    ) -> None:
+        feed = Feed(storm(within=10), store=store(redis_server))
+        feed.event(20, "permission.grant")
+        feed.event(5, "permission.grant")  # older than the window at 20
+        feed.event(15, "permission.grant")  # late but inside: counted
+        feed.event(16, "permission.grant")
+        assert [("storm", "firing", ("alice",), 20.0)] == feed.transitions()
+        assert 1 == feed.engine.stats()["rules"]["storm"]["late_events"]
+
+    def test_a_tick_catches_up_on_more_due_groups_than_one_call_takes(
+        self, redis_server: RedisServer
+    ) -> None:
+        feed = Feed(storm(at_least=1, within=10), store=store(redis_server))
+        for i in range(300):
+            feed.event(0, "permission.grant", actor=f"user-{i}")
+        assert 300 == len(feed.transitions())
+        feed.tick(20)
+        resolved = [t for t in feed.transitions() if t[1] == "resolved"]
+        assert 300 == len(resolved)
+        assert {10.0} == {t[3] for t in resolved}
+
+    def test_a_rule_of_an_unknown_kind_is_a_configuration_error(self) -> None:
+        class Odd(rules.Rule):
+            kind = "odd"
+
+            def __init__(self) -> None:
+                self._init_common(
+                    "odd",
+                    group_by=(),
+                    within=1,
+                    then=(),
+                    on_resolve=None,
+                    for_=0,
+                    cooldown=0,
+                    severity="low",
+                    labels=None,
+                    max_groups=1,
+                    evidence=0,
+                )
+                self.matchers = (match(),)
+                self.threshold = 1.0
+
+        with pytest.raises(ConfigurationError, match="does not support rule 'odd'"):
+            Feed(Odd(), store=rules.RedisStore("redis://127.0.0.1:1/0"))
+
+    def test_a_forked_child_opens_its_own_connection(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        shared = store(redis_server, prefix=prefix)
+        feed = Feed(storm(at_least=2), store=shared)
+        feed.event(0, "permission.grant")  # the parent is connected now
+        stats = redis_server.client().info("stats")
+        before = int(stats["total_connections_received"])
+        pid = os.fork()
+        if pid == 0:  # the child: count one more grant, then report by exit code
+            try:
+                feed.event(1, "permission.grant")
+                code = 0 if feed.transitions() else 1
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        stats = redis_server.client().info("stats")
+        # The child's own connection, and the one this test used to ask.
+        assert 2 == int(stats["total_connections_received"]) - before
+        feed.event(2, "permission.grant")  # the parent's connection still works
+        assert [] == feed.transitions()  # (the child reported the firing)
+        assert shared.info()["available"]
