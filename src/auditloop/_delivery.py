@@ -262,6 +262,7 @@ class AsyncDelivery(_BaseDelivery):
         # smaller than a batch (else drop_* policies would drop until the
         # next flush_interval tick).
         self._wake_at = min(policy.batch_size, policy.queue_size)
+        self._queue_size = policy.queue_size  # read on every put()
         self._reset()
 
     def _reset(self) -> None:
@@ -279,7 +280,7 @@ class AsyncDelivery(_BaseDelivery):
     def put(self, line: bytes) -> None:
         """Queue *line* for the writer. Never raises; may wait (overflow "block")."""
         queue = self._queue
-        if len(queue) >= self.policy.queue_size and not self._make_room():
+        if len(queue) >= self._queue_size and not self._make_room():
             return
         if self._closed:
             if self.hand_over:
