@@ -295,7 +295,7 @@ class FileSink:
     def _encode(self, batch: Sequence[bytes]) -> bytes:
         chain = self._chain
         if chain is None:
-            return b"\n".join(batch) + b"\n"
+            return b"\n".join([*batch, b""])  # one copy, trailing newline included
         return chain.seal(batch)
 
     def write(self, batch: Sequence[bytes]) -> None:
