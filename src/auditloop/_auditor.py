@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 import orjson
 
 from auditloop._clock import format_rfc3339, uuid7
-from auditloop._context import scope_with_structlog
+from auditloop._context import scope_get, scope_with_structlog
 from auditloop._counters import Counters
 from auditloop._delivery import (
     AsyncDelivery,
@@ -46,6 +46,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _dumps = orjson.dumps
+_modules = sys.modules
 
 __all__ = ["Auditor", "add_tap", "remove_tap"]
 
@@ -334,7 +335,9 @@ class Auditor:
             event["outcome"] = outcome
             if severity is not None:
                 event["severity"] = severity
-            scope = scope_with_structlog()
+            scope = scope_get()
+            if _modules.get("structlog.contextvars") is not None:  # rare: merge
+                scope = scope_with_structlog()
             if actor is None:
                 actor = scope.actor
             if self.policy_cache is not None or self.suspended_scopes:
