@@ -44,6 +44,10 @@ Event = Mapping[str, Any]
 Residual = Callable[[Event], int]
 #: (observer, key function, roles if the action alone decides, residual check)
 Entry = tuple[Observer, KeyFunction, int, Residual | None]
+#: The entries of the rules an action can match, with their shared key
+#: function when there is one and no entry has a residual check (the common
+#: case, which then skips the per-entry checks), else ``None``.
+Plan = tuple[KeyFunction | None, tuple[Entry, ...]]
 
 #: Distinct actions remembered by the index; beyond it the index starts over
 #: (counted), so a stream of unique actions cannot grow memory.
@@ -122,7 +126,7 @@ class RuleEngine:
         self._actions = actions
         # Re-entrant: a `where` callable that emits an event must not deadlock.
         self._lock = threading.RLock()
-        self._index: dict[object, tuple[Entry, ...]] = {}
+        self._index: dict[object, Plan] = {}
         self._internal_index: dict[str, tuple[Entry, ...]] = {}
         self._now = -math.inf
         self._events = 0
@@ -155,37 +159,29 @@ class RuleEngine:
         lock.acquire()  # cheaper than `with` on this path
         try:
             self._events += 1
-            store = self.store
             if timestamp > self._now:
-                self._now = timestamp
+                self._now = now = timestamp
+                store = self.store
                 if timestamp >= store.next_due:
                     changes = store.advance(timestamp)
-            now = self._now
-            entries = self._index.get(event.get("action"))
-            if entries is None:
-                entries = self._entries_for(event)
-            last_key_function = None
-            key = None
-            for observe, key_function, mask, residual in entries:
-                roles = mask
-                if residual is not None:
-                    try:
-                        roles = residual(event)
-                    except Exception:
-                        self._counters.incr("where_errors")
-                        continue
-                    if not roles:
-                        continue
-                # Entries with the same group_by are adjacent: one key each.
-                if key_function is not last_key_function:
-                    key = key_function(event)
-                    last_key_function = key_function
-                change = observe(key, timestamp, event, roles, now)
-                if change is not None:
-                    if changes is None:
-                        changes = [change]
-                    else:
-                        changes.append(change)
+            else:
+                now = self._now
+            plan = self._index.get(event.get("action"))
+            if plan is None:
+                plan = self._plan_for(event)
+            shared_key_function, entries = plan
+            if shared_key_function is not None:
+                # Every entry matches and shares the key: no per-entry checks.
+                key = shared_key_function(event)
+                for observe, _, roles, _ in entries:
+                    change = observe(key, timestamp, event, roles, now)
+                    if change is not None:
+                        if changes is None:
+                            changes = [change]
+                        else:
+                            changes.append(change)
+            else:
+                changes = self._observe_entries(entries, event, timestamp, now, changes)
             if self._commit is not None:
                 committed = self._commit()
                 if committed:
@@ -199,8 +195,57 @@ class RuleEngine:
         if alerts:
             self._publish(alerts)
 
+    def _observe_entries(
+        self,
+        entries: tuple[Entry, ...],
+        event: Event,
+        timestamp: float,
+        now: float,
+        changes: list[Change] | None,
+    ) -> list[Change] | None:
+        """Let the rules of *entries* that match *event* count it (lock held)."""
+        last_key_function = None
+        key = None
+        for observe, key_function, mask, residual in entries:
+            roles = mask
+            if residual is not None:
+                try:
+                    roles = residual(event)
+                except Exception:
+                    self._counters.incr("where_errors")
+                    continue
+                if not roles:
+                    continue
+            # Entries with the same group_by are adjacent: one key each.
+            if key_function is not last_key_function:
+                key = key_function(event)
+                last_key_function = key_function
+            change = observe(key, timestamp, event, roles, now)
+            if change is not None:
+                if changes is None:
+                    changes = [change]
+                else:
+                    changes.append(change)
+        return changes
+
+    def _plan_for(self, event: Event) -> Plan:
+        """Compute (and cache, except for internal actions) an action's plan."""
+        entries = self._entries_for(event)
+        key_functions = {entry[1] for entry in entries}
+        shared = None
+        if len(key_functions) == 1 and all(entry[3] is None for entry in entries):
+            (shared,) = key_functions
+        plan = (shared, entries)
+        action = event.get("action")
+        if not (isinstance(action, str) and action.startswith(INTERNAL_PREFIX)):
+            if len(self._index) >= _MAX_ACTIONS:
+                self._index.clear()
+                self._counters.incr("index_resets")
+            self._index[action] = plan
+        return plan
+
     def _entries_for(self, event: Event) -> tuple[Entry, ...]:
-        """Compute (and cache) the rules an action can match."""
+        """Compute the entries of the rules an action can match."""
         action = event.get("action")
         if isinstance(action, str) and action.startswith(INTERNAL_PREFIX):
             entries = self._internal_index.get(action)
@@ -215,12 +260,7 @@ class RuleEngine:
             # A rule never counts the alerts (or errors) it raised itself.
             skip = self._observers.get(self._by_name.get(own))  # type: ignore[arg-type]
             return tuple(e for e in entries if e[0] is not skip)
-        entries = self._compute(action, internal=False)
-        if len(self._index) >= _MAX_ACTIONS:
-            self._index.clear()
-            self._counters.incr("index_resets")
-        self._index[action] = entries
-        return entries
+        return self._compute(action, internal=False)
 
     def _compute(self, action: object, *, internal: bool) -> tuple[Entry, ...]:
         entries: list[Entry] = []

@@ -215,6 +215,19 @@ class MemoryStore:
         within = rule.within
         at_least = rule.at_least
         max_groups = rule.max_groups
+        # An event can be evidence only if the window holds at least
+        # ``needed`` events (it included) once it is counted: the count rises
+        # by at most one per event and only falls as time passes, so each of
+        # the newest ``keep`` events at a firing was counted with at least
+        # ``at_least - keep + 1`` events in the window. Events counted below
+        # that are never kept, which spares memory (and the garbage
+        # collector) for the many groups far from their threshold.
+        keep = table.keep
+        needed = at_least - keep + 1
+        # Below ``low`` events in the window a group neither holds nor keeps
+        # evidence; a group with ``count`` such events stays below for its
+        # next ``low - 1 - count`` events (``quiet``), which skip the checks.
+        low = min(needed, at_least)
         groups = table.groups
         find = groups.get
         touch = groups.move_to_end
@@ -225,7 +238,8 @@ class MemoryStore:
         def observe(
             key: Hashable, timestamp: float, event: Event, _roles: int, now: float
         ) -> Change | None:
-            if timestamp <= now - within:
+            cutoff = now - within
+            if timestamp <= cutoff:
                 table.late += 1
                 return None
             group = find(key)
@@ -241,8 +255,25 @@ class MemoryStore:
                 times.append(timestamp)  # a full deque drops the oldest
             else:
                 _insert_late(times, timestamp)
-            group.events.append(event)  # type: ignore[attr-defined]
-            holds = len(times) == at_least and times[0] > now - within
+            quiet = group.quiet  # type: ignore[attr-defined]
+            if quiet:
+                group.quiet = quiet - 1  # type: ignore[attr-defined]
+                if group.status:
+                    return settle(table, key, group, False, now)  # noqa: FBT003
+                return None
+            size = len(times)
+            if size < low or times[-low] <= cutoff:
+                count = size - bisect_right(times, cutoff)
+                group.quiet = low - 1 - count  # type: ignore[attr-defined]
+                if group.status:
+                    return settle(table, key, group, False, now)  # noqa: FBT003
+                return None
+            if size >= needed and times[-needed] > cutoff:
+                events = group.events  # type: ignore[attr-defined]
+                if events is None:  # the first event that may become evidence
+                    events = group.events = deque(maxlen=keep)  # type: ignore[attr-defined]
+                events.append(event)
+            holds = size == at_least and times[0] > cutoff
             if holds or group.status:
                 return settle(table, key, group, holds, now)
             return None

@@ -139,17 +139,21 @@ class GroupState:
 class ThresholdWindow(GroupState):
     """The newest ``at_least`` times (exact for ``count >= at_least``).
 
-    ``events`` holds the newest ``keep`` matching events (the evidence).
-    :class:`MemoryStore` updates both in its Threshold observer, inlined
-    because it runs for every matching event.
+    ``events`` holds the newest ``keep`` matching events that may become
+    evidence (``None`` until the first one: most groups never come near
+    their threshold). :class:`MemoryStore` updates both in its Threshold
+    observer, inlined because it runs for every matching event.
     """
 
-    __slots__ = ("events", "times")
+    __slots__ = ("events", "quiet", "times")
 
     def __init__(self, at_least: int, keep: int) -> None:
         super().__init__()
         self.times: deque[float] = deque(maxlen=at_least)
-        self.events: deque[Event] = deque(maxlen=keep)
+        self.events: deque[Event] | None = None
+        #: Events still to come that cannot make the group hold or become
+        #: evidence (the observer skips its checks for them).
+        self.quiet = 0
 
     def holds(self, rule: Threshold, now: float) -> bool:
         times = self.times
@@ -162,7 +166,7 @@ class ThresholdWindow(GroupState):
     def recent(self, rule: Threshold, tally: Tally, now: float) -> tuple[Event, ...]:
         # While the rule holds, the newest at_least events are all in the
         # window, and these are the newest of them.
-        return tuple(self.events)
+        return () if self.events is None else tuple(self.events)
 
     def next_change(self, rule: Threshold, now: float) -> float | None:
         # The count drops below at_least when the oldest kept time expires.
