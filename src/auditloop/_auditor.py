@@ -373,9 +373,7 @@ class Auditor:
                     # A broken processor must not lose the event: skip its change.
                     self.counters.incr("processor_errors")
             try:
-                # orjson returns its bytes inside a 4 KiB allocation; a queued
-                # line would hold all of it, so keep a compact copy instead.
-                line = memoryview(_dumps(event, default=to_jsonable)).tobytes()
+                line = _dumps(event, default=to_jsonable)
             except Exception:
                 line = b""
             if not line or len(line) > MAX_STRING:
