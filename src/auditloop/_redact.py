@@ -462,6 +462,18 @@ class Redactor:
         ``attributes = {"redaction_failed": True}`` (counted as
         ``redaction_failed`` in the auditor's counters).
         """
+        if "attributes" not in event and "reason" not in event and "error" not in event:
+            # The common case: only the bound context, usually redacted before.
+            seen, redacted = self._last_context
+            context = event.get("context")
+            if context is None:
+                return event
+            if context is seen:
+                event["context"] = redacted
+                return event
+        return self._redact_event(auditor, event)
+
+    def _redact_event(self, auditor: object, event: dict[str, Any]) -> dict[str, Any]:
         try:
             attributes = event.get("attributes")
             if attributes:
