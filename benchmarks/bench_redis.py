@@ -7,12 +7,21 @@ store and once with a :class:`~auditloop.rules.RedisStore` on a
 ``redis-server`` this benchmark starts on 127.0.0.1 (no persistence). A row
 with only 1 matching rule shows that the round trips do not grow with the
 number of matching rules, and a row of bare ``PING`` round trips shows the
-floor the network and the client library set on this machine.
+floor the network and the client library set on this machine: once
+through redis-py's ``Redis.ping()`` (pool checkout, command packing,
+response callbacks) and once on a raw socket with ``TCP_NODELAY`` (the
+kernel's loopback round trip plus Redis's own work). The store sends its
+pre-packed command on one reused connection
+(``send_packed_command``/``read_response``), so its floor is the raw row
+plus a few µs of reply parsing, not the redis-py row.
 
 Round trips are counted on the server (``INFO commandstats``: calls of
 ``EVALSHA`` and ``EVAL``), not by the client, and cross-checked with the
-store's own count. Time is wall time (the store waits for the network), per
-event, including building the event.
+store's own count; ``server_us_per_event`` is the Redis CPU those calls
+took (their ``usec``), the rest of ``us_per_event`` is this process and the
+network. Time is wall time (the store waits for the network), per event,
+including building the event. The machine may be shared, so every row is
+the median of ``REPEATS`` runs (a fresh key prefix each).
 
 Targets (issue 8): at most 1 round trip per event however many rules
 match, and at most 150 µs per event on loopback.
@@ -26,6 +35,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +51,7 @@ from auditloop import rules
 from auditloop.rules._engine import RuleEngine
 
 EVENTS = 20_000
+REPEATS = 3
 TARGETS = (
     "targets: ≤ 1 round trip/event at any number of matching rules; ≤ 150 µs/event"
 )
@@ -93,14 +104,24 @@ def redis_server() -> Iterator[str | None]:
             process.wait()
 
 
-def script_calls(url: str) -> int:
+def script_calls(url: str) -> tuple[int, int]:
+    """Calls of the script commands so far and the server µs they took."""
     import redis
 
     stats = redis.Redis.from_url(url).info("commandstats")
-    return sum(
-        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
-        for name in ("evalsha", "eval")
+    found = [stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval")]
+    return (
+        sum(int(s.get("calls", 0)) for s in found),
+        sum(int(s.get("usec", 0)) for s in found),
     )
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row: the median of each timing over repeated runs."""
+    row = dict(rows[0])
+    for name in ("us_per_event", "server_us_per_event"):
+        row[name] = round(statistics.median(r[name] for r in rows), 1)
+    return row
 
 
 def measure(
@@ -116,7 +137,7 @@ def measure(
         rule_set, auditor=None, clock=None, store=store, actions=False, ticker=False
     )
     stream.feed(engine.observe, 200)  # connect, load the script
-    before = script_calls(url) if url else 0
+    before = script_calls(url) if url else (0, 0)
     trips = store.info()["round_trips"] if store else 0
     start = time.perf_counter()
     stream.feed(engine.observe, events)
@@ -126,46 +147,84 @@ def measure(
         "matching_rules": matching,
         "events": events,
         "us_per_event": round(elapsed / events * 1e6, 1),
+        "server_us_per_event": 0.0,
         "round_trips_per_event": 0.0,
     }
     if store is not None and url is not None:
-        row["round_trips_per_event"] = round((script_calls(url) - before) / events, 3)
-        assert store.info()["round_trips"] - trips == script_calls(url) - before
+        calls, usec = script_calls(url)
+        row["round_trips_per_event"] = round((calls - before[0]) / events, 3)
+        row["server_us_per_event"] = round((usec - before[1]) / events, 1)
+        assert store.info()["round_trips"] - trips == calls - before[0]
     engine.shutdown(0)
     return row
 
 
-def ping_row(url: str, events: int) -> dict[str, Any]:
-    """The floor: a bare PING round trip on the same loopback."""
+def ping_rows(url: str, events: int) -> list[dict[str, Any]]:
+    """The floor: bare PING round trips, via redis-py and on a raw socket."""
     import redis
 
     client = redis.Redis.from_url(url)
-    for _ in range(200):
-        client.ping()
-    start = time.perf_counter()
-    for _ in range(events):
-        client.ping()
-    elapsed = time.perf_counter() - start
-    return {
-        "store": "(PING only)",
-        "matching_rules": 0,
-        "events": events,
-        "us_per_event": round(elapsed / events * 1e6, 1),
-        "round_trips_per_event": 1.0,
-    }
+    host, port = (
+        client.connection_pool.connection_kwargs["host"],
+        int(client.connection_pool.connection_kwargs["port"]),
+    )
+    raw = socket.create_connection((host, port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    raw.settimeout(1.0)
+
+    def raw_ping() -> None:
+        raw.sendall(b"*1\r\n$4\r\nPING\r\n")
+        if raw.recv(64) != b"+PONG\r\n":
+            raise AssertionError("unexpected PING reply")
+
+    rows = []
+    for name, ping in (
+        ("(PING redis-py)", client.ping),
+        ("(PING raw socket)", raw_ping),
+    ):
+        runs = []
+        for _ in range(REPEATS):
+            for _ in range(200):
+                ping()
+            client.config_resetstat()
+            start = time.perf_counter()
+            for _ in range(events):
+                ping()
+            elapsed = time.perf_counter() - start
+            usec = int(client.info("commandstats")["cmdstat_ping"]["usec"])
+            runs.append(
+                {
+                    "store": name,
+                    "matching_rules": 0,
+                    "events": events,
+                    "us_per_event": round(elapsed / events * 1e6, 1),
+                    "server_us_per_event": round(usec / events, 1),
+                    "round_trips_per_event": 1.0,
+                }
+            )
+        rows.append(median_row(runs))
+    raw.close()
+    return rows
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Return one row per (store, matching rules): the ``make bench`` entry point."""
     events = 2_000 if quick else EVENTS
     stream = Stream(events + 200)
-    rows = [measure("memory", None, 3, stream, events)]
+    rows = [
+        median_row([measure("memory", None, 3, stream, events) for _ in range(REPEATS)])
+    ]
     with redis_server() as url:
         if url is None:
             print("redis-server not found: RedisStore rows skipped", file=sys.stderr)
             return rows
-        rows += [measure("redis", url, n, stream, events) for n in (3, 1)]
-        rows.append(ping_row(url, events))
+        rows += [
+            median_row(
+                [measure("redis", url, n, stream, events) for _ in range(REPEATS)]
+            )
+            for n in (3, 1)
+        ]
+        rows += ping_rows(url, events)
     return rows
 
 
