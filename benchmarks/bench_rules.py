@@ -59,8 +59,13 @@ def matching_rules(mix: str) -> list[rules.Rule]:
     doc = rules.match(action="doc.*")
     if mix == "thresholds":
         return [
+            # Each rule writes its own (equal) match, as users do.
             rules.Threshold(
-                f"busy-{n}", match=doc, group_by=["actor.id"], at_least=n, within="10m"
+                f"busy-{n}",
+                match=rules.match(action="doc.*"),
+                group_by=["actor.id"],
+                at_least=n,
+                within="10m",
             )
             for n in (25, 30, 35)
         ]

@@ -33,7 +33,7 @@ from auditloop.rules._alert import Alert, Transition, fingerprint, to_datetime
 from auditloop.rules._dispatch import Dispatcher
 from auditloop.rules._kinds import Action, Rule
 from auditloop.rules._match import INTERNAL_PREFIX, KeyFunction
-from auditloop.rules._store import Change, MemoryStore, Observer, Store
+from auditloop.rules._store import Batch, Change, MemoryStore, Observer, Store
 
 if TYPE_CHECKING:
     from auditloop._auditor import Auditor
@@ -47,7 +47,9 @@ Entry = tuple[Observer, KeyFunction, int, Residual | None]
 #: The entries of the rules an action can match, with their shared key
 #: function when there is one and no entry has a residual check (the common
 #: case, which then skips the per-entry checks), else ``None``.
-Plan = tuple[KeyFunction | None, tuple[Entry, ...]]
+#: The third item, when not ``None``, is the store's batch observer for all
+#: the entries (see ``Store``): called instead of them, once.
+Plan = tuple[KeyFunction | None, tuple[Entry, ...], Batch | None]
 
 #: Distinct actions remembered by the index; beyond it the index starts over
 #: (counted), so a stream of unique actions cannot grow memory.
@@ -118,6 +120,11 @@ class RuleEngine:
         self._commit: Callable[[], list[Change]] | None = getattr(
             self.store, "commit", None
         )
+        #: Optional: a store that can count one event for several rules at
+        #: once (see Store).
+        self._batch: Callable[[Sequence[Observer]], Batch | None] | None = getattr(
+            self.store, "batch", None
+        )
         # Optional: a store that reports about itself (store_unavailable)
         # gets the engine, for its auditor.
         attach = getattr(self.store, "attach", None)
@@ -169,8 +176,13 @@ class RuleEngine:
             plan = self._index.get(event.get("action"))
             if plan is None:
                 plan = self._plan_for(event)
-            shared_key_function, entries = plan
-            if shared_key_function is not None:
+            shared_key_function, entries, batch = plan
+            if batch is not None and shared_key_function is not None:
+                # One call counts the event for every entry (same key).
+                found = batch(shared_key_function(event), timestamp, event, now)
+                if found:
+                    changes = found if changes is None else [*changes, *found]
+            elif shared_key_function is not None:
                 # Every entry matches and shares the key: no per-entry checks.
                 key = shared_key_function(event)
                 for observe, _, roles, _ in entries:
@@ -235,7 +247,10 @@ class RuleEngine:
         shared = None
         if len(key_functions) == 1 and all(entry[3] is None for entry in entries):
             (shared,) = key_functions
-        plan = (shared, entries)
+        batch = None
+        if shared is not None and self._batch is not None:
+            batch = self._batch([entry[0] for entry in entries])
+        plan = (shared, entries, batch)
         action = event.get("action")
         if not (isinstance(action, str) and action.startswith(INTERNAL_PREFIX)):
             if len(self._index) >= _MAX_ACTIONS:

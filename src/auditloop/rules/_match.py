@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -308,6 +308,29 @@ class Match:
         if self._action is None:
             return True
         return self._action(action)
+
+    @property
+    def deterministic(self) -> bool:
+        """True without ``where``: the same event always gets the same answer."""
+        return self._where is None
+
+    @property
+    def criteria_key(self) -> Hashable:
+        """Equal for matches that select the same events.
+
+        Two matches with the same criteria (and no ``where``, which may be
+        arbitrary code) compare equal here, so rules written separately can
+        share state in the store; a match with ``where`` is only itself.
+        """
+        if self._where is not None:
+            return self
+        # Values were validated: a string, or a collection of strings.
+        return tuple(
+            sorted(
+                (name, frozenset((value,) if isinstance(value, str) else value))  # type: ignore[call-overload]
+                for name, value in self._spec.items()
+            )
+        )
 
     @property
     def internal(self) -> bool:

@@ -29,10 +29,11 @@ from auditloop.rules._windows import (
     AbsenceWindow,
     GroupState,
     Tally,
+    ThresholdWindow,
     window_factory,
 )
 
-__all__ = ["Change", "MemoryStore", "Store"]
+__all__ = ["Batch", "Change", "MemoryStore", "Store"]
 
 Event = Mapping[str, Any]
 
@@ -40,6 +41,8 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 #: Seconds of engine time between sweeps that forget idle groups.
 _GC_INTERVAL: Final = 1.0
 _INF: Final = math.inf
+#: ``needed`` of a Threshold rule that keeps no evidence: never reached.
+_BIG: Final = 2**62
 
 
 class Change(NamedTuple):
@@ -66,6 +69,13 @@ class Change(NamedTuple):
 #: bit per step). Events with ``timestamp <= now - rule.within`` are outside
 #: the window: they are ignored and counted as late.
 Observer = Callable[[Hashable, float, Event, int, float], "Change | None"]
+#: Counts one event for several rules at once (see ``Store``): ``(key,
+#: timestamp, event, now) -> changes or None``.
+Batch = Callable[[Hashable, float, Event, float], "list[Change] | None"]
+#: A cohort's counting function, an observer that counts the event for all
+#: members: it fills the cohort's ``stash`` (see ``_Cohort``) and returns the
+#: first member's change.
+_Count = Observer
 
 
 @runtime_checkable
@@ -84,6 +94,13 @@ class Store(Protocol):
     such a store may defer advance's work to ``commit()`` as well. An
     optional ``attach(engine)`` method is called once with the engine, before
     the first ``advance``.
+
+    An optional ``batch(observers) -> Batch | None`` method lets a store
+    count an event for several rules in one call: the engine offers it the
+    observers it always calls together, unconditionally and with the same
+    key, for an action; if it returns a function ``(key, timestamp, event,
+    now) -> list[Change] | None``, the engine calls that instead of those
+    observers, and it must do what they would have done, in their order.
     """
 
     #: The earliest time at which :meth:`advance` has work (``inf`` if none).
@@ -121,9 +138,15 @@ def _insert_late(times: deque[float], timestamp: float) -> None:
 
 
 class _Table(Tally):
-    """The groups of one rule, least recently seen first."""
+    """The groups of one rule, least recently seen first.
 
-    __slots__ = ("groups", "new", "rule")
+    A Threshold rule keeps its groups in its :class:`_Cohort` instead (shared
+    with the Threshold rules that count the same events): ``groups`` stays
+    empty, ``count`` counts them, and :meth:`find`, :meth:`drop` and
+    :meth:`size` work for both.
+    """
+
+    __slots__ = ("cohort", "count", "groups", "index", "new", "rule")
 
     def __init__(self, rule: Rule) -> None:
         keep = rule.evidence
@@ -133,6 +156,130 @@ class _Table(Tally):
         self.rule = rule
         self.groups: OrderedDict[Hashable, GroupState] = OrderedDict()
         self.new: Callable[[], GroupState] = window_factory(rule, keep)
+        self.cohort: _Cohort | None = None
+        #: This rule's slot in its cohort's records.
+        self.index = 0
+        #: This rule's groups in its cohort.
+        self.count = 0
+
+    def find(self, key: Hashable) -> GroupState | None:
+        """The state of group *key*, if the rule has one."""
+        cohort = self.cohort
+        if cohort is None:
+            return self.groups.get(key)
+        record = cohort.groups.get(key)
+        if record is None:
+            return None
+        state = record[self.index]
+        # A light (int) state has no deadline, so no caller needs it.
+        return state if isinstance(state, GroupState) else None
+
+    def drop(self, key: Hashable) -> None:
+        """Forget the (existing) group *key*."""
+        cohort = self.cohort
+        if cohort is None:
+            del self.groups[key]
+        else:
+            cohort.drop(self, key)
+
+    def size(self) -> int:
+        """How many groups the rule holds."""
+        return len(self.groups) if self.cohort is None else self.count
+
+
+class _Cohort:
+    """Threshold rules that count exactly the same events in the same groups.
+
+    Rules with the same ``group_by``, the same :class:`Match` objects (free of
+    ``where`` callables and ``auditloop.*`` actions, so the engine always
+    calls their observers for the same events with the same key), the same
+    ``within`` and the same ``max_groups`` share one table: one lookup and
+    one least-recently-seen update per event for all of them, and one deque
+    of the newest times (as many as the largest ``at_least``: exact for each
+    of them). Each rule keeps its own lifecycle and evidence per group.
+
+    A record is ``[times, state of member 1, state of member 2, …]``. A
+    member's state is a :class:`ThresholdWindow` once the group has been
+    close to the threshold (evidence, lifecycle), before that just an int
+    (the window's ``quiet`` count: most groups never get close, and one
+    object less per group is memory the hot path does not have to touch),
+    and ``None`` where the member has no group (it expired or was evicted
+    for that member only); a record none of whose members has a group is
+    deleted.
+    Since all members see the same events, each member's recency order is
+    the shared order restricted to its groups, so eviction stays exact.
+    """
+
+    __slots__ = ("absent", "done", "event", "groups", "members", "stash", "width")
+
+    def __init__(self, members: list[_Table]) -> None:
+        self.members = members
+        self.groups: OrderedDict[Hashable, list[Any]] = OrderedDict()
+        self.width = max(int(table.rule.threshold) for table in members)
+        #: The event the first-called member counted for all members, the
+        #: members that have returned their change for it (bits) and those
+        #: changes.
+        self.event: object = None
+        self.done = 0
+        self.stash: list[Change | None] = [None] * len(members)
+        #: ``None`` slots in the records (none in the steady state).
+        self.absent = 0
+        for i, table in enumerate(members):
+            table.cohort = self
+            table.index = i + 1
+
+    def drop(self, table: _Table, key: Hashable) -> None:
+        """Forget *table*'s group *key*; delete the record once it is unused."""
+        record = self.groups[key]
+        record[table.index] = None
+        table.count -= 1
+        self.absent += 1
+        unused = record.count(None)
+        if unused == len(record) - 1:
+            del self.groups[key]
+            self.absent -= unused
+
+    def evict(self, table: _Table) -> None:
+        """Evict *table*'s least recently seen group (counted)."""
+        index = table.index
+        for key, record in self.groups.items():
+            if record[index] is not None:
+                self.drop(table, key)
+                break
+        table.evicted += 1
+
+
+def _cohort_key(rule: Rule) -> Hashable:
+    """Rules with equal keys see the same events: they may share a cohort."""
+    if isinstance(rule, Threshold) and all(
+        m.deterministic and not m.internal for m in rule.matchers
+    ):
+        criteria = tuple(m.criteria_key for m in rule.matchers)
+        return (rule.key, criteria, rule.within, rule.max_groups)
+    return ("alone", rule)
+
+
+def _member_observer(
+    cohort: _Cohort,
+    j: int,
+    count: _Count,
+) -> Observer:
+    """The observer of member *j* of *cohort* (see ``_cohort_observers``)."""
+    bit = 1 << j
+    stash = cohort.stash
+
+    def observe(
+        key: Hashable, timestamp: float, event: Event, _roles: int, now: float
+    ) -> Change | None:
+        if event is cohort.event and not cohort.done & bit:
+            cohort.done |= bit  # counted by another member: return our change
+            return stash[j]
+        cohort.event = event
+        cohort.done = bit
+        count(key, timestamp, event, 0, now)
+        return stash[j]
+
+    return observe
 
 
 class MemoryStore:
@@ -151,6 +298,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.next_due = -_INF
         self._tables: dict[Rule, _Table] = {}
+        self._members: dict[Observer, tuple[_Cohort, int, _Count]] = {}
         self._heap: list[tuple[float, int, _Table, Hashable]] = []
         self._seq = itertools.count()
         self._started = False
@@ -159,18 +307,27 @@ class MemoryStore:
     def bind(self, rules: Sequence[Rule]) -> list[Observer]:
         """Start with empty state for *rules*; return their observers."""
         self._tables = {rule: _Table(rule) for rule in rules}
+        self._members = {}
         self._heap = []
         self._started = False
         self._next_gc = -_INF
         self.next_due = -_INF
-        return [self._observer(table) for table in self._tables.values()]
+        cohorts: dict[Hashable, list[_Table]] = {}
+        for table in self._tables.values():
+            if isinstance(table.rule, Threshold):
+                cohorts.setdefault(_cohort_key(table.rule), []).append(table)
+        observers: dict[_Table, Observer] = {}
+        for members in cohorts.values():
+            observers.update(self._cohort_observers(_Cohort(members)))
+        return [
+            observers.get(table) or self._observer(table)
+            for table in self._tables.values()
+        ]
 
     # -- the hot path --------------------------------------------------------
 
     def _observer(self, table: _Table) -> Observer:
         """Build *table*'s observer, with everything it needs in closure cells."""
-        if isinstance(table.rule, Threshold):
-            return self._threshold_observer(table, table.rule)
         if isinstance(table.rule, Distinct):
             return self._distinct_observer(table, table.rule)
         if isinstance(table.rule, Ratio):
@@ -210,75 +367,158 @@ class MemoryStore:
 
         return observe
 
-    def _threshold_observer(self, table: _Table, rule: Threshold) -> Observer:
-        """The observer of a Threshold rule, with the window update inlined."""
-        within = rule.within
-        at_least = rule.at_least
-        max_groups = rule.max_groups
-        # An event can be evidence only if the window holds at least
-        # ``needed`` events (it included) once it is counted: the count rises
-        # by at most one per event and only falls as time passes, so each of
-        # the newest ``keep`` events at a firing was counted with at least
-        # ``at_least - keep + 1`` events in the window. Events counted below
-        # that are never kept, which spares memory (and the garbage
-        # collector) for the many groups far from their threshold.
-        keep = table.keep
-        needed = at_least - keep + 1
-        # Below ``low`` events in the window a group neither holds nor keeps
-        # evidence; a group with ``count`` such events stays below for its
-        # next ``low - 1 - count`` events (``quiet``), which skip the checks.
-        low = min(needed, at_least)
-        groups = table.groups
+    def _cohort_observers(self, cohort: _Cohort) -> dict[_Table, Observer]:
+        """Build the observers of *cohort*'s Threshold rules.
+
+        The first member called for an event counts it for every member and
+        keeps their changes; the others return theirs. The engine calls all
+        members for the same events (see :class:`_Cohort`), so each event is
+        counted once; the same event object observed again is counted again.
+        """
+        members = cohort.members
+        first = members[0].rule
+        within = first.within
+        max_groups = first.max_groups
+        width = cohort.width
+        groups = cohort.groups
         find = groups.get
         touch = groups.move_to_end
-        evict = groups.popitem
-        new = table.new
+        evict = cohort.evict
+        stash = cohort.stash
         settle = self._settle
+        nones: list[Change | None] = [None] * len(members)
+        # Per member: an event can be evidence only if the window holds at
+        # least ``needed`` events (it included) once it is counted: the count
+        # rises by at most one per event and only falls as time passes, so
+        # each of the newest ``keep`` events at a firing was counted with at
+        # least ``at_least - keep + 1`` events in the window. Events counted
+        # below that are never kept, which spares memory (and the garbage
+        # collector) for the many groups far from their threshold. Below
+        # ``low`` events in the window a group neither holds nor keeps
+        # evidence; a group with ``count`` such events stays below for its
+        # next ``low - 1 - count`` events (``quiet``), which skip the checks.
+        params = []
+        for j, table in enumerate(members):
+            at_least = int(table.rule.threshold)
+            keep = table.keep
+            needed = at_least - keep + 1 if keep else _BIG
+            params.append(
+                (j, table, table.index, at_least, needed, min(needed, at_least), keep)
+            )
+        plan = tuple(params)
+        fresh = [0] * len(members)
 
-        def observe(
+        def count(
             key: Hashable, timestamp: float, event: Event, _roles: int, now: float
         ) -> Change | None:
             cutoff = now - within
             if timestamp <= cutoff:
-                table.late += 1
+                for table in members:
+                    table.late += 1
+                stash[:] = nones
                 return None
-            group = find(key)
-            if group is None:
-                group = groups[key] = new()
-                if len(groups) > max_groups:
-                    evict(last=False)
-                    table.evicted += 1
+            record = find(key)
+            if record is None:
+                times: deque[float] = deque(maxlen=width)
+                record = groups[key] = [times, *fresh]
+                for table in members:
+                    table.count += 1
+                    if table.count > max_groups:
+                        evict(table)
             else:
                 touch(key)
-            times = group.times  # type: ignore[attr-defined]
+                times = record[0]
+                if cohort.absent:  # maybe a member's group expired or was evicted
+                    for table in members:
+                        if record[table.index] is None:
+                            record[table.index] = 0
+                            cohort.absent -= 1
+                            table.count += 1
+                            if table.count > max_groups:
+                                evict(table)
             if not times or timestamp >= times[-1]:
                 times.append(timestamp)  # a full deque drops the oldest
             else:
                 _insert_late(times, timestamp)
-            quiet = group.quiet  # type: ignore[attr-defined]
-            if quiet:
-                group.quiet = quiet - 1  # type: ignore[attr-defined]
-                if group.status:
-                    return settle(table, key, group, False, now)  # noqa: FBT003
-                return None
             size = len(times)
-            if size < low or times[-low] <= cutoff:
-                count = size - bisect_right(times, cutoff)
-                group.quiet = low - 1 - count  # type: ignore[attr-defined]
-                if group.status:
-                    return settle(table, key, group, False, now)  # noqa: FBT003
-                return None
-            if size >= needed and times[-needed] > cutoff:
-                events = group.events  # type: ignore[attr-defined]
-                if events is None:  # the first event that may become evidence
-                    events = group.events = deque(maxlen=keep)  # type: ignore[attr-defined]
-                events.append(event)
-            holds = size == at_least and times[0] > cutoff
-            if holds or group.status:
-                return settle(table, key, group, holds, now)
+            for j, table, index, at_least, needed, low, keep in plan:
+                group = record[index]
+                if group.__class__ is int:  # light: inactive, no evidence yet
+                    if group:
+                        record[index] = group - 1
+                        stash[j] = None
+                        continue
+                    if size < low or times[-low] <= cutoff:
+                        record[index] = low - 1 - (size - bisect_right(times, cutoff))
+                        stash[j] = None
+                        continue
+                    group = record[index] = ThresholdWindow(times)
+                quiet = group.quiet
+                if quiet:
+                    group.quiet = quiet - 1
+                    stash[j] = (
+                        settle(table, key, group, False, now)  # noqa: FBT003
+                        if group.status
+                        else None
+                    )
+                elif size < low or times[-low] <= cutoff:
+                    group.quiet = low - 1 - (size - bisect_right(times, cutoff))
+                    stash[j] = (
+                        settle(table, key, group, False, now)  # noqa: FBT003
+                        if group.status
+                        else None
+                    )
+                else:
+                    if size >= needed and times[-needed] > cutoff:
+                        events = group.events
+                        if events is None:  # the first that may become evidence
+                            events = group.events = deque(maxlen=keep)
+                        events.append(event)
+                    holds = size >= at_least and times[-at_least] > cutoff
+                    stash[j] = (
+                        settle(table, key, group, holds, now)
+                        if holds or group.status
+                        else None
+                    )
+            return stash[0]
+
+        if len(members) == 1:
+            return {members[0]: count}  # it returns the first member's change
+        observers = {
+            table: _member_observer(cohort, j, count) for j, table in enumerate(members)
+        }
+        for j, observer in enumerate(observers.values()):
+            self._members[observer] = (cohort, j, count)
+        return observers
+
+    def batch(self, observers: Sequence[Observer]) -> Batch | None:
+        """Count events for *observers* in one call, if they form one cohort.
+
+        See :class:`Store`: returns ``None`` unless *observers* are exactly
+        the observers of the rules of one cohort (in any order).
+        """
+        found = [self._members.get(observer) for observer in observers]
+        if len(found) < 2 or any(item is None for item in found):
+            return None
+        members = [item for item in found if item is not None]
+        cohort, _, count = members[0]
+        order = tuple(j for _, j, _ in members)
+        if any(item[0] is not cohort for item in members) or sorted(order) != list(
+            range(len(cohort.members))
+        ):
+            return None
+        stash = cohort.stash
+
+        def observe_all(
+            key: Hashable, timestamp: float, event: Event, now: float
+        ) -> list[Change] | None:
+            cohort.event = None  # the member observers did not see this one
+            count(key, timestamp, event, 0, now)
+            if any(stash):
+                return [c for c in (stash[j] for j in order) if c is not None]
             return None
 
-        return observe
+        return observe_all
 
     def _distinct_observer(self, table: _Table, rule: Distinct) -> Observer:
         """The observer of a Distinct rule, with the window update inlined."""
@@ -478,7 +718,7 @@ class MemoryStore:
         heap = self._heap
         while heap and heap[0][0] <= now:
             due, _, table, key = heapq.heappop(heap)
-            group = table.groups.get(key)
+            group = table.find(key)
             if group is None or group.due != due:
                 continue  # superseded by an earlier deadline, or evicted
             group.due = None
@@ -488,7 +728,7 @@ class MemoryStore:
             if change is not None:
                 changes.append(change)
             if self._forgettable(rule, group, due):
-                del table.groups[key]
+                table.drop(key)
                 table.expired += 1
         if now >= self._next_gc:
             self._next_gc = now + _GC_INTERVAL
@@ -510,12 +750,38 @@ class MemoryStore:
         for table in self._tables.values():
             groups = table.groups
             rule = table.rule
+            cohort = table.cohort
+            if cohort is not None:
+                if table.count:
+                    self._collect_member(table, cohort, now)
+                continue
             while groups:
                 key, group = next(iter(groups.items()))
                 if not self._forgettable(rule, group, now):
                     break
                 del groups[key]
                 table.expired += 1
+
+    def _collect_member(self, table: _Table, cohort: _Cohort, now: float) -> None:
+        """:meth:`_collect` for a cohort member: its groups in shared order."""
+        rule = table.rule
+        index = table.index
+        cutoff = now - rule.within
+        idle = []
+        for key, record in cohort.groups.items():
+            group = record[index]
+            if group is None:
+                continue
+            if group.__class__ is int:  # light: inactive, so idle decides
+                times = record[0]
+                if times and times[-1] > cutoff:
+                    break
+            elif not self._forgettable(rule, group, now):
+                break
+            idle.append(key)
+        for key in idle:
+            cohort.drop(table, key)
+            table.expired += 1
 
     def _watch_expected(self, now: float) -> None:
         """Start watching the groups Absence rules expect, from *now*."""
@@ -532,6 +798,6 @@ class MemoryStore:
     def stats(self) -> dict[str, dict[str, int]]:
         """See :meth:`Store.stats`."""
         return {
-            rule.name: {"groups": len(table.groups), **table.snapshot()}
+            rule.name: {"groups": table.size(), **table.snapshot()}
             for rule, table in self._tables.items()
         }

@@ -147,9 +147,12 @@ class ThresholdWindow(GroupState):
 
     __slots__ = ("events", "quiet", "times")
 
-    def __init__(self, at_least: int, keep: int) -> None:
+    def __init__(self, times: deque[float]) -> None:
         super().__init__()
-        self.times: deque[float] = deque(maxlen=at_least)
+        #: The newest times, at least ``at_least`` of them (the deque may be
+        #: shared with other Threshold rules of the same events, group and
+        #: window, and then keeps as many as the largest ``at_least``).
+        self.times = times
         self.events: deque[Event] | None = None
         #: Events still to come that cannot make the group hold or become
         #: evidence (the observer skips its checks for them).
@@ -157,11 +160,12 @@ class ThresholdWindow(GroupState):
 
     def holds(self, rule: Threshold, now: float) -> bool:
         times = self.times
-        return len(times) == rule.at_least and times[0] > now - rule.within
+        at_least = rule.at_least
+        return len(times) >= at_least and times[-at_least] > now - rule.within
 
     def value(self, rule: Threshold, now: float) -> float:
         cutoff = now - rule.within
-        return float(sum(1 for ts in self.times if ts > cutoff))
+        return float(min(rule.at_least, sum(1 for ts in self.times if ts > cutoff)))
 
     def recent(self, rule: Threshold, tally: Tally, now: float) -> tuple[Event, ...]:
         # While the rule holds, the newest at_least events are all in the
@@ -169,8 +173,10 @@ class ThresholdWindow(GroupState):
         return () if self.events is None else tuple(self.events)
 
     def next_change(self, rule: Threshold, now: float) -> float | None:
-        # The count drops below at_least when the oldest kept time expires.
-        return self.times[0] + rule.within if self.holds(rule, now) else None
+        # The count drops below at_least when the at_least-th newest expires.
+        if not self.holds(rule, now):
+            return None
+        return self.times[-rule.at_least] + rule.within
 
     def idle(self, rule: Threshold, now: float) -> bool:
         return not self.times or self.times[-1] <= now - rule.within
@@ -389,7 +395,7 @@ def window_factory(rule: Rule, keep: int) -> Callable[[], GroupState]:
     """
     if rule.kind == "threshold":
         at_least = int(rule.threshold)
-        return lambda: ThresholdWindow(at_least, keep)
+        return lambda: ThresholdWindow(deque(maxlen=at_least))
     if rule.kind == "ratio":
         return lambda: RatioWindow(keep)
     if rule.kind == "distinct":
