@@ -7,6 +7,7 @@ background writer's work is inside the measurement. Run: python bench_core.py
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import gc
 import json
@@ -193,7 +194,11 @@ def loguru_setup(path: Path) -> tuple[Callable[[int], Any], Callable[[], None]]:
 
 
 def floor_setup(path: Path) -> tuple[Callable[[int], Any], Callable[[], None]]:
-    """What pure Python cannot beat: build the same record, dumps, buffered write."""
+    """What pure Python cannot beat: build the same record, dumps, buffered write.
+
+    It uses auditloop's own id and timestamp helpers (the fastest we know),
+    so the ratio measures everything else auditloop does.
+    """
     from auditloop._clock import format_rfc3339, uuid7
 
     stream = path.open("wb", buffering=1 << 16)
@@ -203,9 +208,12 @@ def floor_setup(path: Path) -> tuple[Callable[[int], Any], Callable[[], None]]:
         "pid": os.getpid(),
         "function": f"{__name__}:handler",
     }
-    actor = {"id": "alice", "type": "user"}
-    context = {"request_id": "r-1"}
     target = {"id": "document:1", "type": "document"}
+    # Like every row, the actor and request id are bound per request, not
+    # constants: the least a decorator can do is one ContextVar lookup.
+    bound: contextvars.ContextVar[tuple[dict[str, str], dict[str, str]]]
+    bound = contextvars.ContextVar("floor_scope")
+    bound.set(({"id": "alice", "type": "user"}, {"request_id": "r-1"}))
 
     def decorator(fn: Callable[[int], int]) -> Callable[[int], int]:
         @functools.wraps(fn)
@@ -213,6 +221,7 @@ def floor_setup(path: Path) -> tuple[Callable[[int], Any], Callable[[], None]]:
             start = time.perf_counter_ns()
             result = fn(i)
             ns = time.time_ns()
+            actor, context = bound.get()
             record = {
                 "id": uuid7(ns),
                 "time": format_rfc3339(ns),
@@ -250,9 +259,22 @@ SETUPS = {
 }
 
 
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+
+
 def run() -> list[dict[str, Any]]:
-    """Measure every setup once, side by side; ratios are against auditloop."""
-    rows = [_measure(name, make) for name, make in SETUPS.items()]
+    """Measure every setup, interleaved, keeping each one's best of REPEAT runs.
+
+    Interleaving and best-of keep other processes on the two cores from
+    deciding a ratio; ratios are against auditloop.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(REPEAT):
+        for name, make in SETUPS.items():
+            row = _measure(name, make)
+            if name not in best or row["us_per_call"] < best[name]["us_per_call"]:
+                best[name] = row
+    rows = list(best.values())
     ours = rows[0]["us_per_call"]
     for row in rows:
         row["vs_auditloop"] = row["us_per_call"] / ours
@@ -266,7 +288,7 @@ TARGETS = (
 
 
 if __name__ == "__main__":
-    print(f"per audited call, N={N}, until output is written")
+    print(f"per audited call, N={N}, until output is written, best of {REPEAT}")
     print(format_table(run()))
     print(TARGETS)
     print(json.dumps({"n": N}))
