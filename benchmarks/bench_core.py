@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -265,13 +266,21 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
 def run() -> list[dict[str, Any]]:
     """Measure every setup, interleaved, keeping each one's best of REPEAT runs.
 
-    Interleaving and best-of keep other processes on the two cores from
-    deciding a ratio; ratios are against auditloop.
+    Each measurement runs in a fresh interpreter, so no setup inherits
+    another's state (structlog's bound contextvars, loguru's handlers, a
+    warm allocator); interleaving and best-of keep other processes on the
+    two cores from deciding a ratio. Ratios are against auditloop.
     """
     best: dict[str, dict[str, Any]] = {}
     for _ in range(REPEAT):
-        for name, make in SETUPS.items():
-            row = _measure(name, make)
+        for name in SETUPS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", name],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            row = json.loads(out)
             if name not in best or row["us_per_call"] < best[name]["us_per_call"]:
                 best[name] = row
     rows = list(best.values())
@@ -288,6 +297,9 @@ TARGETS = (
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--one"]:
+        print(json.dumps(_measure(sys.argv[2], SETUPS[sys.argv[2]])))
+        raise SystemExit(0)
     print(f"per audited call, N={N}, until output is written, best of {REPEAT}")
     print(format_table(run()))
     print(TARGETS)
