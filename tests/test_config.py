@@ -57,6 +57,7 @@ class TestBadConfiguration:
             (lambda p: configure(denied=PermissionError), "denied"),
             (lambda p: configure(denied=(KeyError, 5)), "denied"),
             (lambda p: configure(clock=5), "clock"),
+            (lambda p: configure(rules=5), "rules must be a list"),
             (
                 lambda p: configure(drop_report_interval=-1),
                 "drop_report_interval",

@@ -210,6 +210,10 @@ class Auditor:
             for sink, name in zip(self.sinks, _sink_names(self.sinks), strict=True)
         ]
         self.rules: RuleEngine | None = None
+        if not isinstance(rules, Iterable) or isinstance(rules, str | bytes):
+            raise ConfigurationError(
+                f"configure: rules must be a list of rules, got {rules!r}"
+            )
         rule_list = list(rules)
         if rule_list:
             from auditloop.rules._engine import RuleEngine
