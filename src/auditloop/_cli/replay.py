@@ -20,7 +20,7 @@ from auditloop._cli._common import (
 )
 from auditloop._cli._format import Style, add_color_argument, dumps_safe, short
 
-__all__ = ["load_rules", "register", "run", "strip_actions", "transitions"]
+__all__ = ["load_rules", "register", "run", "transitions"]
 
 EXAMPLES = """\
 examples:
@@ -34,9 +34,6 @@ imported nor run.
 exit status: 0, or 1 when an alert fired and --fail-on-alert is given,
 2 for bad input (unreadable files, invalid rules).
 """
-
-#: Keys of a TOML rule that name actions: replay runs none, so none is imported.
-_ACTION_KEYS = ("then", "on_resolve")
 
 
 def register(commands: Any) -> None:
@@ -70,18 +67,6 @@ def register(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def strip_actions(items: object) -> object:
-    """*items* (a TOML ``rules`` array) without the rules' action keys."""
-    if not isinstance(items, list):
-        return items
-    return [
-        {k: v for k, v in item.items() if k not in _ACTION_KEYS}
-        if isinstance(item, dict)
-        else item
-        for item in items
-    ]
-
-
 def load_rules(name: str, *, allow_empty: bool = False) -> list[Any]:
     """Load the rules of TOML file *name* without importing their actions.
 
@@ -99,10 +84,8 @@ def load_rules(name: str, *, allow_empty: bool = False) -> list[Any]:
         raise CLIError(f"{name}: cannot read rules: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CLIError(f"{name}: not valid TOML: {exc}") from None
-    if "rules" in data:
-        data = {**data, "rules": strip_actions(data["rules"])}
     try:
-        loaded = rules.load(data)
+        loaded = rules.load(data, actions=False)  # no action runs in a replay
     except ConfigurationError as exc:
         message = str(exc).removeprefix("rules: ")
         raise CLIError(f"{name}: {message}") from None

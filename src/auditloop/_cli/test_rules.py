@@ -10,7 +10,7 @@ from typing import Any
 
 from auditloop._cli._common import EXIT_FINDINGS, EXIT_OK, CLIError, HelpFormatter
 from auditloop._cli._format import Style, add_color_argument, short
-from auditloop._cli.replay import load_rules, strip_actions
+from auditloop._cli.replay import load_rules
 from auditloop._render import escape
 
 __all__ = ["register", "run"]
@@ -76,7 +76,7 @@ def _run_file(name: str) -> Any:
         if data.get("rules"):
             from auditloop import rules
 
-            rule_list += rules.load({"rules": strip_actions(data["rules"])})
+            rule_list += rules.load({"rules": data["rules"]}, actions=False)
         if not rule_list:
             raise CLIError(f"{name}: no rules: give rule_files or [[rules]]")
         return run_rule_tests(data, rules=rule_list)
