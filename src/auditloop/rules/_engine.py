@@ -33,7 +33,15 @@ from auditloop.rules._alert import Alert, Transition, fingerprint, to_datetime
 from auditloop.rules._dispatch import Dispatcher
 from auditloop.rules._kinds import Action, Rule
 from auditloop.rules._match import INTERNAL_PREFIX, KeyFunction
-from auditloop.rules._store import Batch, Change, MemoryStore, Observer, Store
+from auditloop.rules._store import (
+    Batch,
+    Change,
+    MemoryStore,
+    Observer,
+    Store,
+    check_store,
+)
+from auditloop.rules._stores import StoreSet, stores_of
 
 if TYPE_CHECKING:
     from auditloop._auditor import Auditor
@@ -79,7 +87,8 @@ class RuleEngine:
             events go; ``None`` emits nothing (replay).
         clock: returns Unix seconds; default ``time.time``. The engine's
             time is the newest of the event times seen and the ticks.
-        store: per-group state; default a new :class:`MemoryStore`.
+        store: per-group state; default a new :class:`MemoryStore`. Rules
+            built with their own ``store=`` keep their state there instead.
         actions: run the rules' ``then``/``on_resolve`` actions (replay and
             the test harness turn them off).
         ticker: run a daemon thread that calls :meth:`tick` every
@@ -87,6 +96,8 @@ class RuleEngine:
             while no events arrive. Default: on, unless *clock* is a
             :class:`~auditloop.testing.FakeClock` (tests call :meth:`tick`).
         tick_interval: seconds between ticks.
+        rule_stores: honour the rules' own ``store=``; ``False`` keeps every
+            rule's state in *store* (replay).
 
     Raises:
         ConfigurationError: for an object that is not a rule or a store.
@@ -103,12 +114,18 @@ class RuleEngine:
         actions: bool = True,
         ticker: bool | None = None,
         tick_interval: float = 1.0,
+        rule_stores: bool = True,
     ) -> None:
         self.rules: tuple[Rule, ...] = _check_rules(rules)
         self._by_name = {rule.name: rule for rule in self.rules}
         self.auditor = auditor
         self.clock = clock
         self.store: Store = _check_store(store)
+        if rule_stores and any(rule.store is not None for rule in self.rules):
+            # Only then: an engine whose rules use one store talks to it
+            # directly, at no extra cost per event.
+            stores = stores_of(self.rules, self.store)
+            self.store = stores[0][0] if len(stores) == 1 else StoreSet(self.store)
         observers = list(self.store.bind(self.rules))
         if len(observers) != len(self.rules):
             raise ConfigurationError(
@@ -610,12 +627,7 @@ def _check_rules(rules: Sequence[Any]) -> tuple[Rule, ...]:
 def _check_store(store: object) -> Store:
     if store is None:
         return MemoryStore()
-    if not isinstance(store, Store):
-        raise ConfigurationError(
-            f"configure: rule_store must implement rules.Store "
-            f"(bind, observe, advance, stats, next_due), got {store!r}"
-        )
-    return store
+    return check_store(store, "configure: rule_store")
 
 
 def replay(
@@ -630,6 +642,8 @@ def replay(
     trail recorded live replays to the same transitions; each transition is
     stamped with the event time at which it happened. No action runs and no
     event is emitted. Records without a readable ``time`` are skipped.
+    Every rule's state is kept in memory for the replay, also that of rules
+    built with their own ``store=`` (a replay never touches a shared store).
 
     Args:
         records: wire-form dicts (as read from a JSON-lines trail) or
@@ -645,7 +659,13 @@ def replay(
         ConfigurationError: for invalid rules.
     """
     engine = RuleEngine(
-        rules, auditor=None, clock=None, store=None, actions=False, ticker=False
+        rules,
+        auditor=None,
+        clock=None,
+        store=None,
+        actions=False,
+        ticker=False,
+        rule_stores=False,
     )
     transitions: list[Transition] = []
     engine.add_listener(lambda alert: transitions.append(Transition.from_alert(alert)))

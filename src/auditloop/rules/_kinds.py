@@ -4,7 +4,9 @@ A rule object is configuration only — name, match criteria, group paths,
 window, thresholds and actions — validated and compiled when it is built.
 Per-group window state lives in a store (see ``_store.py``), so the same rule
 object can be evaluated by a live engine, a replay and a test harness at
-once, and a shared store can hold the state for a fleet of processes.
+once, and a shared store can hold the state for a fleet of processes. A rule
+built with ``store=`` keeps its state in that store instead of the engine's
+(replays still keep everything in memory).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from auditloop.rules._match import (
 
 if TYPE_CHECKING:
     from auditloop.rules._alert import Alert
+    from auditloop.rules._store import Store
 
 __all__ = ["Absence", "Action", "Distinct", "Ratio", "Rule", "Sequence", "Threshold"]
 
@@ -96,6 +99,7 @@ class Rule:
         "name",
         "on_resolve",
         "severity",
+        "store",
         "then",
         "threshold",
         "within",
@@ -119,6 +123,9 @@ class Rule:
     key: KeyFunction
     #: The number the alert's ``value`` is compared with.
     threshold: float
+    #: Where this rule's per-group state lives; ``None``: the engine's store
+    #: (``configure(rule_store=...)``, by default in memory).
+    store: Store | None
 
     def _init_common(
         self,
@@ -134,6 +141,7 @@ class Rule:
         labels: Mapping[str, str] | None,
         max_groups: int,
         evidence: int,
+        store: object,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise RuleError(
@@ -163,6 +171,7 @@ class Rule:
         self.labels = dict(labels)
         self.max_groups = self._int("max_groups", max_groups, minimum=1)
         self.evidence = self._int("evidence", evidence, minimum=0)
+        self.store = self._store(store)
 
     # -- validation helpers (configure time) ---------------------------------
 
@@ -183,6 +192,14 @@ class Rule:
         if value < minimum:
             self._fail(field, f"must be at least {minimum}, got {value!r}")
         return value
+
+    def _store(self, store: object) -> Store | None:
+        if store is None:
+            return None
+        # Imported here: the store module imports the rule kinds.
+        from auditloop.rules._store import check_store
+
+        return check_store(store, f"rule {self.name!r}: store:", RuleError)
 
     def _group_by(self, group_by: object) -> tuple[str, ...]:
         paths = (group_by,) if isinstance(group_by, str) else group_by
@@ -264,6 +281,12 @@ class Threshold(Rule):
         max_groups: groups kept per rule; beyond it the least recently seen
             group is evicted (counted).
         evidence: most events kept per group as alert evidence.
+        store: where this rule's per-group state lives (a
+            :class:`~auditloop.rules.Store`, e.g. ``rules.RedisStore(url)``
+            for a rule the whole fleet must count together); default: the
+            engine's store (``configure(rule_store=...)``, in memory unless
+            set). Rules given the same store object share it (one round
+            trip per event for a :class:`~auditloop.rules.RedisStore`).
 
     Raises:
         RuleError: naming the rule and the field, for any invalid argument.
@@ -289,6 +312,7 @@ class Threshold(Rule):
         labels: Mapping[str, str] | None = None,
         max_groups: int = _DEFAULT_MAX_GROUPS,
         evidence: int = _DEFAULT_EVIDENCE,
+        store: Store | None = None,
     ) -> None:
         self._init_common(
             name,
@@ -302,6 +326,7 @@ class Threshold(Rule):
             labels=labels,
             max_groups=max_groups,
             evidence=evidence,
+            store=store,
         )
         self.match = self._match("match", match)
         self.at_least = self._int("at_least", at_least, minimum=1)
@@ -358,6 +383,7 @@ class Ratio(Rule):
         max_groups: int = _DEFAULT_MAX_GROUPS,
         evidence: int = _DEFAULT_EVIDENCE,
         max_events: int = _DEFAULT_MAX_EVENTS,
+        store: Store | None = None,
     ) -> None:
         self._init_common(
             name,
@@ -371,6 +397,7 @@ class Ratio(Rule):
             labels=labels,
             max_groups=max_groups,
             evidence=evidence,
+            store=store,
         )
         self.match = self._match("match", match)
         self.of = self._match("of", of)
@@ -426,6 +453,7 @@ class Distinct(Rule):
         labels: Mapping[str, str] | None = None,
         max_groups: int = _DEFAULT_MAX_GROUPS,
         evidence: int = _DEFAULT_EVIDENCE,
+        store: Store | None = None,
     ) -> None:
         self._init_common(
             name,
@@ -439,6 +467,7 @@ class Distinct(Rule):
             labels=labels,
             max_groups=max_groups,
             evidence=evidence,
+            store=store,
         )
         self.match = self._match("match", match)
         try:
@@ -499,6 +528,7 @@ class Absence(Rule):
         labels: Mapping[str, str] | None = None,
         max_groups: int = _DEFAULT_MAX_GROUPS,
         evidence: int = _DEFAULT_EVIDENCE,
+        store: Store | None = None,
     ) -> None:
         self._init_common(
             name,
@@ -512,6 +542,7 @@ class Absence(Rule):
             labels=labels,
             max_groups=max_groups,
             evidence=evidence,
+            store=store,
         )
         self.match = self._match("match", match)
         self.expected = self._expected(expected)
@@ -588,6 +619,7 @@ class Sequence(Rule):
         labels: Mapping[str, str] | None = None,
         max_groups: int = _DEFAULT_MAX_GROUPS,
         evidence: int = _DEFAULT_EVIDENCE,
+        store: Store | None = None,
     ) -> None:
         self._init_common(
             name,
@@ -601,6 +633,7 @@ class Sequence(Rule):
             labels=labels,
             max_groups=max_groups,
             evidence=evidence,
+            store=store,
         )
         if isinstance(steps, Match) or not isinstance(steps, Iterable):
             self._fail("steps", f"must be a list of rules.match(...), got {steps!r}")

@@ -31,6 +31,7 @@ from typing import Any, Final
 from auditloop.exceptions import RuleError
 from auditloop.rules._kinds import Absence, Distinct, Ratio, Rule, Sequence, Threshold
 from auditloop.rules._match import Match, match
+from auditloop.rules._store import Store
 
 __all__ = ["load", "load_rule_list", "register", "resolve_callable"]
 
@@ -55,6 +56,7 @@ _COMMON: Final = frozenset(
         "labels",
         "max_groups",
         "evidence",
+        "store",
     }
 )
 _KEYS: Final[dict[str, frozenset[str]]] = {
@@ -143,7 +145,9 @@ def load(
 
     The dict form is what ``tomllib`` returns: ``{"rules": [{...}, ...]}``.
     Actions (``then``, ``on_resolve``) and ``where`` are names registered
-    with :func:`register` or import paths, resolved now.
+    with :func:`register` or import paths, resolved now. A rule's ``store``
+    cannot be written in TOML; in the dict form it may hold a
+    :class:`~auditloop.rules.Store` object.
 
     Args:
         source: a TOML file path, or the equivalent dict.
@@ -242,11 +246,23 @@ def _build(item: object, where: str, *, actions: bool) -> Rule:
                 options[field] = resolved
             else:
                 del options[field]
-    for field in sorted(allowed - {"name", "kind", "expected", "labels"}):
+    if "store" in options:
+        _check_store(label, options["store"])
+    for field in sorted(allowed - {"name", "kind", "expected", "labels", "store"}):
         if field not in options and _required(kind, field):
             raise RuleError(f"{label}: {field}: required for a {kind} rule")
     factory: Callable[..., Rule] = _KINDS[kind]
     return factory(name, **options)
+
+
+def _check_store(label: str, value: object) -> None:
+    """A store is a Python object: only the dict form from Python can hold one."""
+    if not isinstance(value, Store):
+        raise RuleError(
+            f"{label}: store: cannot be set in a rule file (a store is a Python "
+            f"object): build the rule in Python with store=..., or use "
+            f"configure(rule_store=...); got {value!r}"
+        )
 
 
 def _required(kind: str, field: str) -> bool:

@@ -19,6 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
+from auditloop.exceptions import ConfigurationError
 from auditloop.rules._kinds import Absence, Distinct, Ratio, Rule, Threshold
 from auditloop.rules._match import hashable
 from auditloop.rules._windows import (
@@ -33,7 +34,7 @@ from auditloop.rules._windows import (
     window_factory,
 )
 
-__all__ = ["Batch", "Change", "MemoryStore", "Store"]
+__all__ = ["Batch", "Change", "MemoryStore", "Store", "check_store"]
 
 Event = Mapping[str, Any]
 
@@ -126,6 +127,22 @@ class Store(Protocol):
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Counters per rule name (groups, fired, resolved, evictions …)."""
+
+
+def check_store(
+    store: object, where: str, error: type[ConfigurationError] = ConfigurationError
+) -> Store:
+    """Return *store* if it implements :class:`Store`.
+
+    Raises:
+        ConfigurationError: (or *error*) starting with *where* otherwise.
+    """
+    if not isinstance(store, Store):
+        raise error(
+            f"{where} must implement rules.Store "
+            f"(bind, observe, advance, stats, next_due), got {store!r}"
+        )
+    return store
 
 
 def _insert_late(times: deque[float], timestamp: float) -> None:
