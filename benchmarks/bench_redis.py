@@ -16,7 +16,7 @@ pre-packed command on one reused connection
 plus a few µs of reply parsing, not the redis-py row.
 
 Round trips are counted on the server (``INFO commandstats``: calls of
-``EVALSHA`` and ``EVAL``), not by the client, and cross-checked with the
+``FCALL``, ``EVALSHA``, ``EVAL`` and ``FUNCTION LOAD``), not by the client, and cross-checked with the
 store's own count; ``server_us_per_event`` is the Redis CPU those calls
 took (their ``usec``), the rest of ``us_per_event`` is this process and the
 network. Time is wall time (the store waits for the network), per event,
@@ -109,7 +109,8 @@ def script_calls(url: str) -> tuple[int, int]:
     import redis
 
     stats = redis.Redis.from_url(url).info("commandstats")
-    found = [stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval")]
+    names = ("fcall", "evalsha", "eval", "function|load")
+    found = [stats.get(f"cmdstat_{name}", {}) for name in names]
     return (
         sum(int(s.get("calls", 0)) for s in found),
         sum(int(s.get("usec", 0)) for s in found),

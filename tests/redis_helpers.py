@@ -47,9 +47,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1 (no persistence)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         assert REDIS_SERVER is not None
         self.workdir = workdir
+        self.options = options  # more redis-server command-line options
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -71,6 +72,7 @@ class RedisServer:
                 str(self.workdir),
                 "--daemonize",
                 "no",
+                *self.options,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

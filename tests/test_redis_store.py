@@ -23,7 +23,7 @@ from auditloop.exceptions import ConfigurationError
 from auditloop.rules import match
 from auditloop.sinks import MemorySink
 from auditloop.testing import FakeClock
-from redis_helpers import RedisServer, server_fixture
+from redis_helpers import NO_REDIS, REDIS_SERVER, RedisServer, server_fixture
 from rules_helpers import T0, Feed
 
 _prefixes = itertools.count()
@@ -193,9 +193,13 @@ class TestSameAlertsAsMemory:
 # -- one round trip per event -------------------------------------------------------
 
 
-def evalsha_calls(server: RedisServer) -> int:
+def script_calls(server: RedisServer, *commands: str) -> int:
+    """Calls of *commands* (default: every way of running the script)."""
     stats = server.client().info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+        for name in commands or ("fcall", "evalsha", "eval")
+    )
 
 
 class TestRoundTrips:
@@ -226,17 +230,46 @@ class TestRoundTrips:
         ]
         shared = store(redis_server)
         feed = Feed(*rule_list, store=shared)
-        feed.event(0, "doc.read")  # loads the script (EVAL after NOSCRIPT)
+        feed.event(0, "doc.read")  # loads the function library
         before_calls, before_trips = (
-            evalsha_calls(redis_server),
+            script_calls(redis_server),
             shared.info()["round_trips"],
         )
         for i in range(100):
             feed.event(i * 0.001, "doc.read", target={"id": f"d{i % 7}"})
         for _ in range(20):
             feed.event(0.1, "unrelated.action")  # matches no rule: no call
-        assert 100 == evalsha_calls(redis_server) - before_calls
+        assert 100 == script_calls(redis_server) - before_calls
         assert 100 == shared.info()["round_trips"] - before_trips
+
+    def test_redis_7_runs_a_function_library_loaded_once(
+        self, redis_server: RedisServer
+    ) -> None:
+        feed = Feed(storm(), store=store(redis_server))
+        before = script_calls(redis_server, "fcall", "evalsha", "eval")
+        for i in range(3):
+            feed.event(i, "permission.grant")
+        assert ["firing"] == [a.status for a in feed.alerts]
+        client = redis_server.client()
+        # RESP2 entries: [b"library_name", name, b"engine", b"LUA", ...]
+        entries = [
+            dict(zip(e[::2], e[1::2], strict=True)) for e in client.function_list()
+        ]
+        assert any(e[b"library_name"].startswith(b"auditloop_") for e in entries)
+        assert 3 == script_calls(redis_server, "fcall") - before
+
+    def test_a_flushed_library_is_loaded_again(self, redis_server: RedisServer) -> None:
+        shared = store(redis_server)
+        feed = Feed(storm(), store=shared)
+        feed.event(0, "permission.grant")
+        redis_server.client().execute_command("FUNCTION", "FLUSH")
+        trips = shared.info()["round_trips"]
+        feed.event(1, "permission.grant")
+        feed.event(2, "permission.grant")
+        # Not found, FUNCTION LOAD, the call again; then one call.
+        assert 4 == shared.info()["round_trips"] - trips
+        assert ["firing"] == [a.status for a in feed.alerts]
+        assert shared.info()["available"]
 
     def test_the_connection_is_reused(self, redis_server: RedisServer) -> None:
         before = int(redis_server.client().info("stats")["total_connections_received"])
@@ -246,6 +279,41 @@ class TestRoundTrips:
         after = int(redis_server.client().info("stats")["total_connections_received"])
         # One connection for the store (plus the one this test used to ask).
         assert 2 == after - before
+
+
+@pytest.fixture(scope="module")
+def old_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A server without FUNCTION (renamed away), like Redis < 7."""
+    if REDIS_SERVER is None:
+        pytest.skip(NO_REDIS)
+    server = RedisServer(
+        tmp_path_factory.mktemp("redis-nofn"), "--rename-command", "FUNCTION", ""
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TestWithoutFunctions:
+    """A server that will not run function libraries (Redis < 7, a proxy, or
+    FUNCTION renamed away as here) gets the same code as an EVAL script."""
+
+    def test_the_script_runs_with_evalsha(self, old_server: RedisServer) -> None:
+        shared = store(old_server)
+        feed = Feed(storm(), store=shared)
+        for i in range(3):
+            feed.event(i, "permission.grant")
+        assert ["firing"] == [a.status for a in feed.alerts]
+        assert 0 == script_calls(old_server, "fcall")
+        # The first call finds no script (EVALSHA) and sends it (EVAL).
+        assert 3 == script_calls(old_server, "evalsha")
+        assert 1 == script_calls(old_server, "eval")
+        old_server.client().script_flush()
+        feed.event(10, "permission.grant")
+        assert 2 == script_calls(old_server, "eval")
+        assert shared.info()["available"]
 
 
 # -- fleet semantics inside one process (two engines share Redis) -----------------

@@ -8,8 +8,9 @@ windows and the alert lifecycle of every (rule, group) in Redis instead.
 How it works:
 
 - The engine's observers only queue the event's updates; ``commit()`` (once
-  per event) sends them all in **one** ``EVALSHA`` of a Lua script
-  (``_redis_store.lua``), which applies every update atomically, re-checks
+  per event) sends them all in **one** call of a Lua function
+  (``_redis_store.lua``: an ``FCALL`` on Redis >= 7, an ``EVALSHA`` script
+  on older servers), which applies every update atomically, re-checks
   groups whose time came (resolutions, Absence), and returns the
   transitions. A transition is decided inside the script, so exactly one
   process reports each firing and each resolution.
@@ -34,6 +35,7 @@ import math
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
@@ -66,8 +68,9 @@ _SWEEP_WITH_EVENT: Final = 32
 _SWEEP_ON_TICK: Final = 256
 #: Sweeping calls per tick at most while more groups are due.
 _MAX_SWEEPS: Final = 8
-#: Group key names remembered per rule (to skip re-hashing hot groups).
-_MAX_CACHED: Final = 10_000
+#: Group key names remembered per rule (to skip re-hashing hot groups);
+#: beyond it the oldest is forgotten (about 0.5 KiB each).
+_MAX_CACHED: Final = 16_384
 _DIGEST_HEX: Final = 20
 _SYSTEM_ACTOR: Final = {"id": "auditloop", "type": "system"}
 
@@ -100,17 +103,51 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@functools.cache
-def _script() -> tuple[str, str]:
-    """The Lua source and its SHA1 (the EVALSHA name)."""
-    from importlib import resources
+class _Script:
+    """The Lua code (``_redis_store.lua``) in both of the forms Redis runs.
 
-    source = (
-        resources.files("auditloop.rules")
-        .joinpath("_redis_store.lua")
-        .read_text(encoding="utf-8")
-    )
-    return source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    ``library``: a function library (Redis >= 7), loaded once per server
+    with ``FUNCTION LOAD``, then called with ``FCALL``: each call runs only
+    ``main``. ``source``: the same code as an ``EVAL`` script (older
+    servers, or ``FUNCTION`` disabled), which Redis runs whole on every call.
+    The library and function are named after the code's hash, so stores of
+    different auditloop versions sharing a server never call each other's.
+    """
+
+    def __init__(self) -> None:
+        from importlib import resources
+
+        code = (
+            resources.files("auditloop.rules")
+            .joinpath("_redis_store.lua")
+            .read_text(encoding="utf-8")
+        )
+        digest = hashlib.sha1(code.encode(), usedforsecurity=False).hexdigest()
+        name = f"auditloop_{digest[:16]}"
+        self.library = (
+            f"#!lua name={name}\n{code}\n"
+            f"redis.register_function('{name}',\n"
+            "  function(_, args) return main(args) end)\n"
+        ).encode()
+        self.source = (
+            code + "\nif redis.replicate_commands then\n"
+            "  redis.replicate_commands() -- Redis < 7: replicate effects (TIME)\n"
+            "end\nreturn main(ARGV)\n"
+        ).encode()
+        sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest()
+        self.fcall = _bulk(b"FCALL") + _bulk(name.encode()) + _ZERO
+        self.evalsha = _bulk(b"EVALSHA") + _bulk(sha.encode()) + _ZERO
+        self.eval = _bulk(b"EVAL") + _bulk(self.source) + _ZERO
+        self.load = b"*3\r\n%b%b%b" % (
+            _bulk(b"FUNCTION"),
+            _bulk(b"LOAD"),
+            _bulk(self.library),
+        )
+
+
+@functools.cache
+def _script() -> _Script:
+    return _Script()
 
 
 class _Spec:
@@ -171,7 +208,7 @@ class _Spec:
         tag = hashlib.blake2b(shape.encode(), digest_size=4).hexdigest()
         self.stem = f"{prefix}{rule.name}:{tag}:"
         self.packed_cfg = _bulk(self.cfg.encode())
-        self.groups: dict[Hashable, tuple[str, bytes, bytes]] = {}
+        self.groups: OrderedDict[Hashable, tuple[str, bytes, bytes]] = OrderedDict()
         self.keys: dict[str, Hashable] = {}
         self.fired = self.resolved = self.suppressed = 0
         self.late = self.overflow = self.fallback = self.skipped = 0
@@ -184,9 +221,9 @@ class _Spec:
             return found
         keyjson = orjson.dumps(key, default=repr)
         base = self.stem + hashlib.blake2b(keyjson, digest_size=10).hexdigest()
-        if len(self.groups) >= _MAX_CACHED:
-            self.groups.clear()
-            self.keys.clear()
+        if len(self.groups) >= _MAX_CACHED:  # first in, first out: O(1)
+            _, (forgotten, _, _) = self.groups.popitem(last=False)
+            self.keys.pop(forgotten, None)
         packed = self.packed_cfg + _bulk(base.encode()) + _bulk(keyjson)
         self.groups[key] = found = (base, keyjson, packed)
         self.keys[base] = key
@@ -363,9 +400,9 @@ class RedisStore:
         self._connection: Any = None  # one, reused (calls are serialised)
         self._no_script: type[Exception] = NoScriptError
         self._response_error: type[Exception] = ResponseError
-        source, sha = _script()
-        self._evalsha = _bulk(b"EVALSHA") + _bulk(sha.encode()) + _ZERO
-        self._eval = _bulk(b"EVAL") + _bulk(source.encode()) + _ZERO
+        self._script = _script()
+        # FCALL or EVALSHA, chosen at the first call (see _invocation).
+        self._invoke: bytes | None = None
         self._head = _bulk(prefix.encode())
         self._event_time = time == "event"
         self._engine: RuleEngine | None = None
@@ -515,14 +552,14 @@ class RedisStore:
         """
         args = [
             b"",
-            self._evalsha,
+            b"",  # FCALL or EVALSHA: filled in by _call
             self._head,
             _bulk(repr(self._now).encode()) if self._event_time else _EMPTY,
             _SWEEP_WITH_EVENT_RESP
             if limit == _SWEEP_WITH_EVENT
             else _bulk(b"%d" % limit),
         ]
-        count = 6  # EVALSHA sha 0 prefix now limit
+        count = 6  # FCALL name 0 (or EVALSHA sha 0) prefix now limit
         blob = _ZERO
         if pending and any(p[0].keep for p in pending):
             args += (_ONE, _bulk(encode(pending[0][3])))
@@ -557,14 +594,47 @@ class RedisStore:
         return args
 
     def _call(self, args: list[bytes]) -> Any:
-        """Send the command *args*; one round trip (two after a restart)."""
+        """Send the command *args*; one round trip (two or three after a
+        restart, or on the first call)."""
+        script = self._script
+        invoke = self._invoke
+        if invoke is None:
+            invoke = self._invoke = self._invocation()
+        args[1] = invoke
         self._round_trips += 1
         try:
             return self._send(b"".join(args))
-        except self._no_script:  # a restarted server forgot it: load it again
+        except self._no_script:  # a restarted server forgot it: send it whole
             self._round_trips += 1
-            args[1] = self._eval
+            args[1] = script.eval
             return self._send(b"".join(args))
+        except self._response_error as exc:
+            if (
+                invoke is not script.fcall
+                or "function not found" not in str(exc).lower()
+            ):
+                raise
+            # A restarted (or flushed) server forgot the library: load it again.
+            args[1] = self._invoke = self._invocation()
+            self._round_trips += 1
+            return self._send(b"".join(args))
+
+    def _invocation(self) -> bytes:
+        """Load the function library (one round trip); return how to call it.
+
+        ``FCALL`` when the server has functions (Redis >= 7), else
+        ``EVALSHA`` (an older server, a proxy, or ``FUNCTION`` renamed or
+        not permitted by an ACL): any error reply but "already exists" means
+        the server will not run the library.
+        """
+        script = self._script
+        self._round_trips += 1
+        try:
+            self._send(script.load)
+        except self._response_error as exc:
+            if "already exists" not in str(exc):
+                return script.evalsha
+        return script.fcall
 
     def _send(self, packed: bytes) -> Any:
         connection = self._connection

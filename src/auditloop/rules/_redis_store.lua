@@ -18,30 +18,24 @@
 -- since, fired_at, evidence...}, or {0, base, '', 'suppressed'} for a
 -- re-check that found the group cooling down. Numbers go back as '%.17g' strings (exact).
 --
--- Written for speed: Redis runs this whole file on every call, so it
--- defines few functions (each definition is a closure to build).
+-- The file defines `main(ARGV)` and ends without calling it: the store
+-- appends the call for its mode (_redis.py). On Redis >= 7 the file is
+-- loaded once as a function library (FUNCTION LOAD; each event is one
+-- FCALL, which runs only `main`); older servers get it as an EVAL script,
+-- which runs the whole file -- defining every function -- on each call.
 
-if redis.replicate_commands then
-  redis.replicate_commands() -- Redis < 7: replicate effects, TIME is not pure
-end
-
-local call, tonumber, format, unpack = redis.call, tonumber, string.format, unpack
-local INF = math.huge
-local NEG_INF = -INF
+local INF, NEG_INF = 1 / 0, -1 / 0
 local INACTIVE, PENDING, FIRING, SUPPRESSED = 0, 1, 2, 3
 
-local prefix = ARGV[1]
-local clock = call('TIME')
--- Key expiry is in real time whatever the window time is.
-local clock_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-end
-local due_key = prefix .. 'due'
-local scheduled = INF -- the earliest re-check this call scheduled
-local changes = {}
-local expired = 0
+-- While a library loads, no global but `redis` (and of it, little) can be
+-- read: main() sets these.
+local call, format
+-- The state of one call, set by main().
+local prefix, due_key
+local clock_ms -- key expiry is in real time whatever the window time is
+local now -- window time: the server's TIME, or the caller's event time
+local scheduled -- the earliest re-check this call scheduled
+local changes, expired
 
 local function fmt(x)
   return format('%.17g', x)
@@ -50,12 +44,18 @@ end
 -- Rule configuration "<kind>,<within>,<for>,<cooldown>,<keep>,<ttl ms>,<p>..."
 -- t: threshold (at_least) r: ratio (above, min_count, max_events)
 -- d: distinct (at_least)  a: absence        s: sequence (steps)
-local configs = {}
+-- Parsed configs outlive a call in a function library: capped, as the
+-- strings come from clients.
+local configs, nconfigs = {}, 0
 local function config(raw)
   local c = configs[raw]
   if c then
     return c
   end
+  if nconfigs >= 1000 then
+    configs, nconfigs = {}, 0
+  end
+  nconfigs = nconfigs + 1
   local kind, within, for_, cooldown, keep, ttl, params =
     string.match(raw, '^(%a),([^,]+),([^,]+),([^,]+),([^,]+),([^,]+),?(.*)$')
   local p1, p2, p3 = string.match(params, '^([^,]*),?([^,]*),?([^,]*)$')
@@ -563,89 +563,104 @@ end
 
 -- -- main ---------------------------------------------------------------------
 
-local p = 4
-local blobs = {}
-local nblobs = tonumber(ARGV[p])
-for i = 1, nblobs do
-  blobs[i] = ARGV[p + i]
-end
-p = p + nblobs + 1
-local nwatch = tonumber(ARGV[p])
-p = p + 1
-for _ = 1, nwatch do
-  local c = config(ARGV[p])
-  local g = load(ARGV[p + 1], c)
-  if g.new then -- watched from now, like a group seen just now
-    set(g, 'k', ARGV[p + 2])
-    set(g, 'c', c.raw)
-    g.x[1] = now
-    set(g, 'x1', now)
-    settle(g, false, now)
-    save(g)
+local function main(ARGV)
+  call, format = redis.call, string.format
+  prefix = ARGV[1]
+  due_key = prefix .. 'due'
+  local clock = call('TIME')
+  clock_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  if ARGV[2] ~= '' then
+    now = tonumber(ARGV[2])
   end
-  p = p + 3
-end
+  scheduled = INF
+  changes = {}
+  expired = 0
 
-local hint = tonumber(call('ZRANGE', due_key, 0, 0, 'WITHSCORES')[2])
-local swept = false
-if hint and hint <= now then
-  sweep(tonumber(ARGV[3]))
-  swept = true
-end
-
-local flags = {}
-local index = 0
-while p + 6 <= #ARGV do
-  index = index + 1
-  local c = config(ARGV[p])
-  local ts = now
-  if ARGV[p + 3] ~= '' then
-    ts = tonumber(ARGV[p + 3])
+  local p = 4
+  local blobs = {}
+  local nblobs = tonumber(ARGV[p])
+  for i = 1, nblobs do
+    blobs[i] = ARGV[p + i]
   end
-  local flag = 0
-  if ts <= now - c.within then
-    flag = 1 -- late: outside the window already
-  else
+  p = p + nblobs + 1
+  local nwatch = tonumber(ARGV[p])
+  p = p + 1
+  for _ = 1, nwatch do
+    local c = config(ARGV[p])
     local g = load(ARGV[p + 1], c)
-    if g.new then
+    if g.new then -- watched from now, like a group seen just now
       set(g, 'k', ARGV[p + 2])
       set(g, 'c', c.raw)
-    end
-    local blob = blobs[tonumber(ARGV[p + 5])]
-    local holding
-    holding, flag = add(g, ts, tonumber(ARGV[p + 4]), blob, ARGV[p + 6])
-    if holding ~= nil then
-      if holding or g.st ~= INACTIVE then
-        local change, more = settle(g, holding, now)
-        flag = flag + more
-        if change then
-          change[1] = index
-          changes[#changes + 1] = change
-        end
-      elseif c.tcf and g.du == nil then
-        schedule(g, next_change(g, now))
-      end
+      g.x[1] = now
+      set(g, 'x1', now)
+      settle(g, false, now)
       save(g)
     end
+    p = p + 3
   end
-  flags[index] = flag
-  p = p + 7
-end
 
-if swept then
-  hint = tonumber(call('ZRANGE', due_key, 0, 0, 'WITHSCORES')[2])
-end
-if scheduled < (hint or INF) then
-  hint = scheduled
-end
+  local hint = tonumber(call('ZRANGE', due_key, 0, 0, 'WITHSCORES')[2])
+  local swept = false
+  if hint and hint <= now then
+    sweep(tonumber(ARGV[3]))
+    swept = true
+  end
 
-local head = fmt(now) .. ' ' .. table.concat(flags, '') .. ' '
-  .. (hint and fmt(hint) or '-') .. ' ' .. expired
-if #changes == 0 then
-  return head -- the common case: one string is the cheapest reply to read
+  local flags = {}
+  local index = 0
+  while p + 6 <= #ARGV do
+    index = index + 1
+    local c = config(ARGV[p])
+    local ts = now
+    if ARGV[p + 3] ~= '' then
+      ts = tonumber(ARGV[p + 3])
+    end
+    local flag = 0
+    if ts <= now - c.within then
+      flag = 1 -- late: outside the window already
+    else
+      local g = load(ARGV[p + 1], c)
+      if g.new then
+        set(g, 'k', ARGV[p + 2])
+        set(g, 'c', c.raw)
+      end
+      local blob = blobs[tonumber(ARGV[p + 5])]
+      local holding
+      holding, flag = add(g, ts, tonumber(ARGV[p + 4]), blob, ARGV[p + 6])
+      if holding ~= nil then
+        if holding or g.st ~= INACTIVE then
+          local change, more = settle(g, holding, now)
+          flag = flag + more
+          if change then
+            change[1] = index
+            changes[#changes + 1] = change
+          end
+        elseif c.tcf and g.du == nil then
+          schedule(g, next_change(g, now))
+        end
+        save(g)
+      end
+    end
+    flags[index] = flag
+    p = p + 7
+  end
+
+  if swept then
+    hint = tonumber(call('ZRANGE', due_key, 0, 0, 'WITHSCORES')[2])
+  end
+  if scheduled < (hint or INF) then
+    hint = scheduled
+  end
+
+  local head = fmt(now) .. ' ' .. table.concat(flags, '') .. ' '
+    .. (hint and fmt(hint) or '-') .. ' ' .. expired
+  if #changes == 0 then
+    return head -- the common case: one string is the cheapest reply to read
+  end
+  local result = { head }
+  for _, change in ipairs(changes) do
+    result[#result + 1] = change
+  end
+  return result
 end
-local result = { head }
-for _, change in ipairs(changes) do
-  result[#result + 1] = change
-end
-return result
