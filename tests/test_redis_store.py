@@ -696,3 +696,65 @@ class TestMore:
         feed.event(2, "permission.grant")  # the parent's connection still works
         assert [] == feed.transitions()  # (the child reported the firing)
         assert shared.info()["available"]
+
+
+class TestReplyReader:
+    """The store reads replies off the socket itself (see RedisStore._send)."""
+
+    @staticmethod
+    def read(*chunks: bytes) -> Any:
+        from auditloop.rules._redis import _read_reply
+
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.settimeout(2)
+
+            def send() -> None:  # in pieces, as TCP may deliver them
+                for chunk in chunks:
+                    theirs.sendall(chunk)
+                    time.sleep(0.005)
+
+            sender = threading.Thread(target=send)
+            sender.start()
+            try:
+                return _read_reply(ours)
+            finally:
+                sender.join()
+
+    def test_every_reply_type_the_script_can_send(self) -> None:
+        reply = b"*5\r\n$3\r\nabc\r\n:42\r\n$-1\r\n+OK\r\n*2\r\n$0\r\n\r\n_\r\n"
+        assert [b"abc", 42, None, b"OK", [b"", None]] == self.read(reply)
+
+    def test_a_reply_split_anywhere_is_read_whole(self) -> None:
+        reply = b"*2\r\n$11\r\nhello world\r\n$2\r\nhi\r\n"
+        for cut in range(1, len(reply)):
+            assert [b"hello world", b"hi"] == self.read(reply[:cut], reply[cut:])
+
+    def test_an_error_reply_is_raised_with_its_code(self) -> None:
+        from auditloop.rules._redis import _ReplyError
+
+        with pytest.raises(_ReplyError, match="No matching script") as caught:
+            self.read(b"-NOSCRIPT No matching script.\r\n")
+        assert "NOSCRIPT" == caught.value.code
+
+    @pytest.mark.parametrize(
+        ("chunks", "message"),
+        [
+            ((b"$5\r\nab",), "closed"),  # the server went away mid-reply
+            ((b"+OK\r\n+OK\r\n",), "after the reply"),  # a late reply
+            ((b"%1\r\n",), "unexpected reply type"),  # RESP3 map: not ours
+        ],
+    )
+    def test_anything_else_is_a_connection_error(
+        self, chunks: tuple[bytes, ...], message: str
+    ) -> None:
+        from auditloop.rules._redis import _read_reply
+
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            for chunk in chunks:
+                theirs.sendall(chunk)
+            theirs.shutdown(socket.SHUT_WR)
+            ours.settimeout(2)
+            with pytest.raises(ConnectionError, match=message):
+                _read_reply(ours)

@@ -141,7 +141,7 @@ class Rule:
         labels: Mapping[str, str] | None,
         max_groups: int,
         evidence: int,
-        store: object,
+        store: object = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise RuleError(
