@@ -200,8 +200,7 @@ class ChainWriter:
                 h.update(pre)
                 h.update(head)
                 h.update(_CLOSE)
-                head = hexlify(h.digest())
-                add(head)
+                add(head := hexlify(h.digest()))
         else:
             new_outer = self._outer.copy
             for pre in pres:
@@ -211,8 +210,7 @@ class ChainWriter:
                 h.update(_CLOSE)
                 outer = new_outer()
                 outer.update(h.digest())
-                head = hexlify(outer.digest())
-                add(head)
+                add(head := hexlify(outer.digest()))  # one store, two uses
         self.seq, self.head = seq + n, head
         # line = pre + prev + '","hash":"' + hash + '"}\n'
         return b"".join(

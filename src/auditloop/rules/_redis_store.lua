@@ -34,6 +34,8 @@ local call, format
 local prefix, due_key
 local clock_ms -- key expiry is in real time whatever the window time is
 local now -- window time: the server's TIME, or the caller's event time
+local now_text -- fmt(now)
+local stamp -- the time of the update being applied, as text
 local scheduled -- the earliest re-check this call scheduled
 local changes, expired
 
@@ -155,12 +157,18 @@ local function newest(g)
 end
 
 -- Evidence: a ring of the newest `keep` "<time> <event json>" in fields
--- e1..e<keep>; ec counts the entries ever added.
-local function push_evidence(g, ts, blob)
+-- e1..e<keep>; ec counts the entries ever added. The entry of the update
+-- being applied is built once for all the rules that keep it (`stamp` is
+-- its time as text: formatting numbers is costly in Lua).
+local entry_stamp, entry_blob, entry
+local function push_evidence(g, blob)
+  if stamp ~= entry_stamp or blob ~= entry_blob then
+    entry_stamp, entry_blob, entry = stamp, blob, stamp .. ' ' .. blob
+  end
   local ec = g.ec + 1
   g.ec = ec
   set(g, 'ec', ec)
-  set(g, 'e' .. ((ec - 1) % g.c.keep + 1), fmt(ts) .. ' ' .. blob)
+  set(g, 'e' .. ((ec - 1) % g.c.keep + 1), entry)
 end
 
 local function evidence_after(g, cutoff)
@@ -341,7 +349,7 @@ local function add(g, ts, roles, blob, distinct)
       n = c.p1
     end
     if blob then
-      push_evidence(g, ts, blob)
+      push_evidence(g, blob)
     end
     return n == c.p1 and oldest(g) > now - c.within, 0
   elseif kind == 'r' then
@@ -355,7 +363,7 @@ local function add(g, ts, roles, blob, distinct)
     g.num = g.num + roles % 2
     g.den = g.den + math.floor(roles / 2)
     if blob and roles % 2 == 1 then
-      push_evidence(g, ts, blob)
+      push_evidence(g, blob)
     end
     local flags = 0
     local n = call('ZCARD', g.w)
@@ -382,7 +390,7 @@ local function add(g, ts, roles, blob, distinct)
       n = c.p1
     end
     if blob then
-      push_evidence(g, ts, blob)
+      push_evidence(g, blob)
     end
     return n == c.p1 and oldest(g) > now - c.within, 0
   elseif kind == 'a' then
@@ -573,9 +581,11 @@ local function main(ARGV)
   if ARGV[2] ~= '' then
     now = tonumber(ARGV[2])
   end
+  now_text = fmt(now)
   scheduled = INF
   changes = {}
   expired = 0
+  entry_stamp = nil
 
   local p = 4
   local blobs = {}
@@ -613,8 +623,10 @@ local function main(ARGV)
     index = index + 1
     local c = config(ARGV[p])
     local ts = now
+    stamp = now_text
     if ARGV[p + 3] ~= '' then
-      ts = tonumber(ARGV[p + 3])
+      stamp = ARGV[p + 3]
+      ts = tonumber(stamp)
     end
     local flag = 0
     if ts <= now - c.within then
@@ -653,7 +665,7 @@ local function main(ARGV)
     hint = scheduled
   end
 
-  local head = fmt(now) .. ' ' .. table.concat(flags, '') .. ' '
+  local head = now_text .. ' ' .. table.concat(flags, '') .. ' '
     .. (hint and fmt(hint) or '-') .. ' ' .. expired
   if #changes == 0 then
     return head -- the common case: one string is the cheapest reply to read
