@@ -205,6 +205,9 @@ class TestPatterns:
             "2026-01-01T00:00:00.123456Z",
             "call +1 555-123-4567",
             "id 123456789012",  # 12 digits: too short for a card
+            # UUIDs whose digit groups pass the Luhn check: ids, not cards.
+            "01a21681-8824-7152-872a-13edf087a452",
+            "evidence 01234567-1234-0005-1234-123456789012 kept",
             "99999999999999999999999999",  # 26 digits: too long
             "Bearer abc",  # too short to be a token
             "AKIA-not-a-key",

@@ -86,6 +86,12 @@ _PRIVATE_KEY: Final = re.compile(
 # yields the card).
 _DIGIT_RUN: Final = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*")
 _GROUP: Final = re.compile(r"[0-9]+")
+# A UUID's groups can be all digits and pass the Luhn check ("21681-8824-7152"
+# in 01a21681-8824-7152-...): event and request ids are never card numbers.
+_UUID: Final = re.compile(
+    r"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Fa-f-])"
+)
 _EMAIL: Final = re.compile(
     r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
@@ -112,9 +118,12 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
-    """Spans of *text* holding a 13-19 digit, Luhn-valid number."""
+    """Spans of *text* holding a 13-19 digit, Luhn-valid number (not in a UUID)."""
     spans: list[tuple[int, int]] = []
+    uuids = [m.span() for m in _UUID.finditer(text)] if "-" in text else []
     for run in _DIGIT_RUN.finditer(text):
+        if any(start <= run.start() < end for start, end in uuids):
+            continue
         groups = list(_GROUP.finditer(text, run.start(), run.end()))
         i = 0
         while i < len(groups):
