@@ -221,6 +221,12 @@ class TestPatterns:
         assert text == redactor.scan(text)
         assert text == redactor.scan(text)  # also once remembered as clean
 
+    def test_a_card_next_to_a_uuid_is_still_found(self) -> None:
+        text = "req 01a21681-8824-7152-9abc-123456789012 4111 1111 1111 1111"
+        assert "req 01a21681-8824-7152-9abc-123456789012 [REDACTED]" == (
+            Redactor().scan(text)
+        )
+
     def test_emails_are_redacted_when_asked(self) -> None:
         assert "to [REDACTED]" == Redactor(emails=True).scan("to a@b.io")
 

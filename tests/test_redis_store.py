@@ -730,6 +730,11 @@ class TestReplyReader:
         for cut in range(1, len(reply)):
             assert [b"hello world", b"hi"] == self.read(reply[:cut], reply[cut:])
 
+    def test_resp3_push_messages_before_the_reply_are_skipped(self) -> None:
+        push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+        assert b"done" == self.read(push, b"$4\r\ndone\r\n")
+        assert b"done" == self.read(push + b"$4\r\ndone\r\n")
+
     def test_an_error_reply_is_raised_with_its_code(self) -> None:
         from auditloop.rules._redis import _ReplyError
 
@@ -758,3 +763,72 @@ class TestReplyReader:
             ours.settimeout(2)
             with pytest.raises(ConnectionError, match=message):
                 _read_reply(ours)
+
+
+class TestRebinding:
+    """configure() again with the same store binds it anew while the old
+    engine may still observe: nothing it sees is lost silently."""
+
+    def test_the_old_engines_updates_still_count(
+        self, redis_server: RedisServer
+    ) -> None:
+        shared = store(redis_server)
+        rule = storm()  # at least 3 within 60 s
+        old = Feed(rule, store=shared)
+        old.event(0, "permission.grant")
+        new = Feed(rule, store=shared)  # binds the store again
+        old.event(1, "permission.grant")
+        old.event(2, "permission.grant")
+        assert ["firing"] == [a.status for a in old.alerts + new.alerts]
+        assert 0 == shared.info()["dropped_updates"]
+        assert {"fired": 1} == {"fired": shared.stats()["storm"]["fired"]}
+
+    def test_updates_of_a_rule_the_new_binding_lacks_are_counted(
+        self, redis_server: RedisServer
+    ) -> None:
+        shared = store(redis_server)
+        old = Feed(storm(), store=shared)
+        Feed(storm(at_least=5), store=shared)  # another shape: other state
+        old.event(0, "permission.grant")
+        old.event(1, "permission.grant")
+        assert 2 == shared.info()["dropped_updates"]
+        assert [] == old.alerts
+
+
+class TestErrorReplies:
+    def test_a_transient_error_at_load_time_does_not_pin_evalsha(
+        self, redis_server: RedisServer
+    ) -> None:
+        shared = store(redis_server, retry_after=0)
+        feed = Feed(storm(), store=shared)
+        client = redis_server.client()
+        client.config_set("maxmemory", "1")  # FUNCTION LOAD: OOM
+        try:
+            feed.event(0, "permission.grant")
+            assert not shared.info()["available"]
+        finally:
+            client.config_set("maxmemory", "0")
+        before = script_calls(redis_server, "fcall", "evalsha", "eval")
+        feed.event(1, "permission.grant")
+        assert shared.info()["available"]
+        assert 1 == script_calls(redis_server, "fcall") - before
+        assert 1 == script_calls(redis_server, "fcall", "evalsha", "eval") - before
+
+    def test_a_replica_s_readonly_reply_closes_the_connection(
+        self, redis_server: RedisServer, tmp_path: Any
+    ) -> None:
+        # After a Sentinel failover the old master answers READONLY; a new
+        # connection is what lets redis-py's Sentinel pool find the master.
+        replica = RedisServer(
+            tmp_path, "--replicaof", "127.0.0.1", str(redis_server.port)
+        )
+        replica.start()
+        try:
+            shared = store(replica)
+            feed = Feed(storm(), store=shared)
+            feed.event(0, "permission.grant")
+            assert not shared.info()["available"]
+            assert "READONLY" in repr(shared._last_error)
+            assert shared._connection._sock is None
+        finally:
+            replica.stop()

@@ -159,31 +159,54 @@ class _ReplyError(Exception):
         self.code = text.split(" ", 1)[0]
 
 
+#: Error replies after which the connection is closed, so the next call
+#: connects anew (redis-py's Sentinel connections then find the new master).
+_RECONNECT: Final = frozenset({"READONLY", "LOADING", "MASTERDOWN"})
+
+
+def _refused(error: _ReplyError) -> bool:
+    """Tell whether *error* says the server will not run function libraries."""
+    text = str(error).lower()
+    return (
+        error.code == "NOPERM"
+        or "unknown command" in text
+        or "unknown subcommand" in text
+    )
+
+
 class _IncompleteError(Exception):
     """The buffer ends before the reply does."""
+
+
+_PUSH: Final = object()  # what _parse returns for a RESP3 push message
 
 
 def _read_reply(sock: socket.socket) -> Any:
     """Read one RESP reply from *sock*: bytes, int, None or a list of them.
 
     Only what the store's commands return is understood (bulk and simple
-    strings, integers, nulls, arrays, errors); anything else is a protocol
-    error. Blocks at most the socket's timeout per ``recv``.
+    strings, integers, nulls, arrays, errors; RESP3 push messages are
+    skipped); anything else is a protocol error. Blocks at most the
+    socket's timeout per ``recv``.
 
     Raises:
         _ReplyError: for an error reply, once it has been read whole.
         ConnectionError: the server closed the connection, or sent more
             than one reply or something else.
     """
-    data = sock.recv(65536)
+    data = b""
+    start = 0
     while True:
-        if not data:
-            raise ConnectionError("Redis closed the connection")
         try:
-            reply, end = _parse(data, 0)
+            reply, end = _parse(data, start)
         except _IncompleteError:
             more = sock.recv(65536)
-            data = data + more if more else b""
+            if not more:
+                raise ConnectionError("Redis closed the connection") from None
+            data += more
+            continue
+        if reply is _PUSH:  # out of band (client tracking...): not the reply
+            start = end
             continue
         if end != len(data):
             raise ConnectionError("unexpected data after the reply")
@@ -206,13 +229,15 @@ def _parse(data: bytes, start: int) -> tuple[Any, int]:
         if len(data) < end + 2:
             raise _IncompleteError
         return data[eol + 2 : end], end + 2
-    if kind == 42:  # * array
+    if kind in {42, 62}:  # * array, > push (RESP3)
         count = int(head)
         items = []
         position = eol + 2
         for _ in range(count):
             item, position = _parse(data, position)
             items.append(item)
+        if kind == 62:
+            return _PUSH, position
         return (items if count >= 0 else None), position
     if kind == 43:  # + simple string
         return head, eol + 2
@@ -242,6 +267,7 @@ class _Spec:
         "resolved",
         "rule",
         "skipped",
+        "stale",
         "stem",
         "suppressed",
         "within",
@@ -287,6 +313,7 @@ class _Spec:
         self.keys: dict[str, Hashable] = {}
         self.fired = self.resolved = self.suppressed = 0
         self.late = self.overflow = self.fallback = self.skipped = 0
+        self.stale = False  # the store was bound again (see RedisStore.bind)
 
     def group(self, key: Hashable) -> tuple[str, bytes, bytes]:
         """The key name stem (base) and JSON of the group *key*, and the
@@ -419,6 +446,7 @@ class RedisStore:
     ) -> None:
         try:
             import redis
+            from redis.exceptions import NoScriptError, ResponseError
         except ImportError:
             raise ConfigurationError(
                 "configure: rule_store: RedisStore needs the redis client: "
@@ -472,6 +500,8 @@ class RedisStore:
             )
         self._client: Any = client
         self._connection: Any = None  # one, reused (calls are serialised)
+        self._response_error: type[Exception] = ResponseError
+        self._no_script: type[Exception] = NoScriptError
         self._script = _script()
         # FCALL or EVALSHA, chosen at the first call (see _invocation).
         self._invoke: bytes | None = None
@@ -490,6 +520,13 @@ class RedisStore:
         self._next_report = -_INF
         self._unreported = 0
         self._last_error: BaseException | None = None
+        self._dropped = 0
+        # Updates of every binding, never replaced: an engine being replaced
+        # may still observe (see bind).
+        self._pending: list[Pending] = []
+        self._lock = threading.Lock()  # commits of two engines never interleave
+        self._specs: list[_Spec] = []
+        self._rebound = False
         self.bind(())
         _stores.add(self)
 
@@ -500,11 +537,24 @@ class RedisStore:
         self._engine = engine
 
     def bind(self, rules: Sequence[Rule]) -> list[Observer]:
-        """Start with *rules*; return their observers (they only queue)."""
+        """Start with *rules*; return their observers (they only queue).
+
+        Binding again (``configure()`` with the same store) replaces the
+        rules. The previous engine's observers stay usable while it shuts
+        down: their updates count for the new rule of the same name and
+        shape (the same Redis keys), or are dropped and counted in
+        ``info()["dropped_updates"]`` when the new configuration lacks it.
+        """
+        with self._lock:
+            for spec in self._specs:
+                spec.stale = True
+            self._rebound = bool(self._specs)
+            return self._bind(rules)
+
+    def _bind(self, rules: Sequence[Rule]) -> list[Observer]:
         self._specs = [_Spec(rule, self.prefix, self.ttl) for rule in rules]
         self._stems = {spec.stem: spec for spec in self._specs}
         self._by_rule = {spec.rule: spec for spec in self._specs}
-        self._pending: list[Pending] = []
         self._sweep = False
         self._watched = False
         self._now = -_INF
@@ -531,15 +581,33 @@ class RedisStore:
                 value = field_value(event)
                 if value is None:
                     return  # nothing to count
+            if spec.stale:
+                current = self._current(spec)
+                if current is None:
+                    return
+                queue((current, key, timestamp, event, roles, now, value))
+                return
             queue((spec, key, timestamp, event, roles, now, value))
 
         return observe
+
+    def _current(self, spec: _Spec) -> _Spec | None:
+        """The bound spec of *spec*'s rule (same name and shape), or None
+        (then the update is dropped, and counted)."""
+        current = self._stems.get(spec.stem)
+        if current is None:
+            self._dropped += 1
+        return current
 
     def advance(self, now: float) -> list[Change]:
         """Note that groups are due; the next :meth:`commit` re-checks them.
 
         In fallback, also advances the local state (which needs no I/O).
         """
+        with self._lock:
+            return self._advance(now)
+
+    def _advance(self, now: float) -> list[Change]:
         self._now = now
         self._sweep = True
         local = self._local
@@ -553,10 +621,23 @@ class RedisStore:
         """Apply the event's queued updates (and due re-checks) in one call.
 
         Blocks at most about *timeout* (none while Redis is known to be down
-        and *retry_after* has not passed). Never raises: on failure the
-        updates go to local state or are skipped, as configured.
+        and *retry_after* has not passed), plus the time another engine's
+        commit on this store takes. Never raises: on failure the updates go
+        to local state or are skipped, as configured.
         """
+        with self._lock:
+            return self._commit()
+
+    def _commit(self) -> list[Change]:
         pending = self._pending
+        if self._rebound and any(entry[0].stale for entry in pending):
+            # Queued by an engine of the previous binding: its observer read
+            # `stale` just before bind() set it.
+            pending[:] = [
+                (current, *entry[1:])
+                for entry in pending
+                if (current := self._current(entry[0])) is not None
+            ]
         if not pending and not self._sweep:
             return []
         if pending:
@@ -599,7 +680,9 @@ class RedisStore:
             ``available`` (False from a failed call to the next successful
             one), ``round_trips`` (calls sent), ``failures``,
             ``recoveries``, ``reports`` (outage events emitted),
-            ``expired_groups`` (idle groups deleted by re-checks) and
+            ``expired_groups`` (idle groups deleted by re-checks),
+            ``dropped_updates`` (updates an engine queued for a rule that a
+            later binding of this store no longer has) and
             ``foreign_changes`` (transitions of rules this process does not
             have, dropped).
         """
@@ -611,6 +694,7 @@ class RedisStore:
             "reports": self._reports,
             "expired_groups": self._expired,
             "foreign_changes": self._foreign,
+            "dropped_updates": self._dropped,
         }
 
     # -- talking to Redis ----------------------------------------------------------
@@ -669,20 +753,23 @@ class RedisStore:
         """Send the command *args*; one round trip (two or three after a
         restart, or on the first call)."""
         script = self._script
-        invoke = self._invoke
-        if invoke is None:
-            invoke = self._invoke = self._invocation()
-        args[1] = invoke
+        if self._invoke is None:
+            self._invoke = self._invocation()
+        args[1] = self._invoke
         self._round_trips += 1
         try:
             return self._send(b"".join(args))
         except _ReplyError as exc:
-            if invoke is script.evalsha and exc.code == "NOSCRIPT":
+            if args[1] is script.evalsha and exc.code == "NOSCRIPT":
                 args[1] = script.eval  # a restarted server forgot it: send it whole
-            elif invoke is script.fcall and "function not found" in str(exc).lower():
-                # A restarted (or flushed) server forgot the library: load it again.
-                args[1] = self._invoke = self._invocation()
+            elif args[1] is script.fcall and "function not found" in str(exc).lower():
+                # A restarted (or flushed) server forgot the library: load it
+                # again (or, if it no longer takes libraries, send the script).
+                self._invoke = self._invocation()
+                args[1] = script.fcall if self._invoke is script.fcall else script.eval
             else:
+                if args[1] is script.fcall and _refused(exc):
+                    self._invoke = None  # e.g. failed over to an older server
                 raise
         self._round_trips += 1
         return self._send(b"".join(args))
@@ -690,18 +777,24 @@ class RedisStore:
     def _invocation(self) -> bytes:
         """Load the function library (one round trip); return how to call it.
 
-        ``FCALL`` when the server has functions (Redis >= 7), else
-        ``EVALSHA`` (an older server, a proxy, or ``FUNCTION`` renamed or
-        not permitted by an ACL): any error reply but "already exists" means
-        the server will not run the library.
+        ``FCALL`` when the server has functions (Redis >= 7), ``EVALSHA``
+        when it refuses them (an older server, a proxy, ``FUNCTION`` renamed
+        or not permitted by an ACL).
+
+        Raises:
+            _ReplyError: any other error (out of memory, loading...): the
+                choice is made again at the next call.
         """
         script = self._script
         self._round_trips += 1
         try:
             self._send(script.load)
         except _ReplyError as exc:
-            if "already exists" not in str(exc):
+            if "already exists" in str(exc):
+                return script.fcall
+            if _refused(exc):
                 return script.evalsha
+            raise
         return script.fcall
 
     def _send(self, packed: bytes) -> Any:
@@ -726,14 +819,22 @@ class RedisStore:
                 connection = pool.get_connection("EVALSHA")
             self._connection = connection
         try:
+            if not hasattr(connection, "_sock"):  # e.g. a client-side cache proxy
+                connection.send_packed_command([packed])
+                return connection.read_response()
             sock = connection._sock
             if sock is None:
                 connection.connect()
                 sock = connection._sock
             sock.sendall(packed)
             return _read_reply(sock)
-        except _ReplyError:
+        except _ReplyError as exc:
+            if exc.code in _RECONNECT:  # e.g. a Sentinel failover: find the master
+                connection.disconnect()
             raise
+        except self._response_error as exc:  # from redis-py's own path
+            code = "NOSCRIPT " if isinstance(exc, self._no_script) else ""
+            raise _ReplyError(code + str(exc)) from exc
         except BaseException:
             connection.disconnect()  # a late reply must not answer the next call
             raise
