@@ -832,3 +832,16 @@ class TestErrorReplies:
             assert shared._connection._sock is None
         finally:
             replica.stop()
+
+
+class TestClientTimeout:
+    def test_a_client_without_socket_timeout_still_times_out(
+        self, redis_server: RedisServer
+    ) -> None:
+        import redis
+
+        client = redis.Redis.from_url(redis_server.url, socket_timeout=None)
+        shared = rules.RedisStore(client, prefix=fresh_prefix(), timeout=0.2)
+        feed = Feed(storm(), store=shared)
+        feed.event(0, "permission.grant")
+        assert 0.2 == shared._connection._sock.gettimeout()

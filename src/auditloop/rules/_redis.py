@@ -407,7 +407,8 @@ class RedisStore:
             store builds a client with *timeout* and no retries), or a
             ``redis.Redis`` client whose connection pool the store takes one
             connection from (its ``socket_timeout`` and
-            ``socket_connect_timeout`` then apply instead of *timeout*).
+            ``socket_connect_timeout`` then apply instead of *timeout*; a
+            client without ``socket_timeout`` gets *timeout* for replies).
         prefix: prepended to every key; processes sharing a prefix share
             state.
         time: ``"server"`` (default): window time is the Redis server's
@@ -826,6 +827,8 @@ class RedisStore:
             if sock is None:
                 connection.connect()
                 sock = connection._sock
+            if sock.gettimeout() is None:  # a client without socket_timeout
+                sock.settimeout(self.timeout)  # must still never block forever
             sock.sendall(packed)
             return _read_reply(sock)
         except _ReplyError as exc:
