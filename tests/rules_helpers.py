@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import strategies as st
+
 from auditloop.rules import Alert, Rule
 from auditloop.rules._engine import RuleEngine
 
@@ -58,3 +60,42 @@ class Feed:
 
     def firing(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [(a.rule, tuple(a.group.values())) for a in self.engine.firing()]
+
+
+#: Random event streams, for feeding two engines alike: per step (seconds
+#: after the latest step, < 0: late; action; actor; target; failed?; a tick
+#: instead of an event?).
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 4.0, 7.0, -1.5]),
+        st.sampled_from(["doc.read", "doc.write", "doc.share", "other"]),
+        st.sampled_from(["alice", "bob", None]),
+        st.sampled_from(["t1", "t2", "t3", None]),
+        st.booleans(),
+        st.booleans(),
+    ),
+    max_size=40,
+)
+
+Step = tuple[float, str, str | None, str | None, bool, bool]
+
+
+def play(steps: list[Step], *feeds: Feed) -> float:
+    """Feed *steps* (drawn from STEPS) to every feed alike; return the
+    latest time (seconds after T0). Each feed is ticked at 0 first: the
+    start, from which Absence watches its ``expected`` groups."""
+    for feed in feeds:
+        feed.tick(0)
+    now = 0.0
+    for step, action, actor, target, failed, tick in steps:
+        at = now + step
+        now = max(now, at)
+        for feed in feeds:
+            if tick:
+                feed.tick(at)
+            else:
+                fields: dict[str, Any] = {"outcome": "failure" if failed else "success"}
+                if target is not None:
+                    fields["target"] = {"id": target}
+                feed.event(at, action, actor=actor, **fields)
+    return now

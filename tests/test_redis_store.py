@@ -24,7 +24,7 @@ from auditloop.rules import match
 from auditloop.sinks import MemorySink
 from auditloop.testing import FakeClock
 from redis_helpers import NO_REDIS, REDIS_SERVER, RedisServer, server_fixture
-from rules_helpers import T0, Feed
+from rules_helpers import STEPS, T0, Feed, Step, play
 
 _prefixes = itertools.count()
 
@@ -79,18 +79,6 @@ def ordered(alerts: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 
 # -- the same alerts as MemoryStore ------------------------------------------------
-
-STEPS = st.lists(
-    st.tuples(
-        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 4.0, 7.0, -1.5]),  # < 0: late
-        st.sampled_from(["doc.read", "doc.write", "doc.share", "other"]),
-        st.sampled_from(["alice", "bob", None]),
-        st.sampled_from(["t1", "t2", "t3", None]),
-        st.booleans(),  # failed?
-        st.booleans(),  # tick instead of an event?
-    ),
-    max_size=40,
-)
 
 
 def rule_set(for_: float, cooldown: float, evidence: int) -> list[rules.Rule]:
@@ -152,7 +140,7 @@ class TestSameAlertsAsMemory:
     def test_random_streams_give_the_same_transitions(
         self,
         redis_server: RedisServer,
-        steps: list[tuple[float, str, str | None, str | None, bool, bool]],
+        steps: list[Step],
         for_: float,
         cooldown: float,
         evidence: int,
@@ -160,22 +148,7 @@ class TestSameAlertsAsMemory:
         rule_list = rule_set(for_, cooldown, evidence)
         memory = Feed(*rule_list)
         shared = Feed(*rule_list, store=store(redis_server))
-        for feed in (memory, shared):
-            feed.tick(0)  # the start: Absence watches `expected` from here
-        now = 0.0
-        for step, action, actor, target, failed, tick in steps:
-            at = now + step
-            now = max(now, at)
-            for feed in (memory, shared):
-                if tick:
-                    feed.tick(at)
-                else:
-                    fields: dict[str, Any] = {
-                        "outcome": "failure" if failed else "success"
-                    }
-                    if target is not None:
-                        fields["target"] = {"id": target}
-                    feed.event(at, action, actor=actor, **fields)
+        now = play(steps, memory, shared)
         for feed in (memory, shared):
             feed.tick(now + 30)
         assert ordered(alerts_of(memory)) == ordered(alerts_of(shared))

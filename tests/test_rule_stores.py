@@ -30,7 +30,7 @@ from auditloop.rules._store import Batch, Observer
 from auditloop.rules._stores import StoreSet
 from auditloop.testing import FakeClock, RuleHarness, capture
 from redis_helpers import RedisServer, server_fixture
-from rules_helpers import T0, Feed
+from rules_helpers import STEPS, T0, Feed, Step, play
 
 GRANT = match(action="permission.*")
 
@@ -353,18 +353,6 @@ class TestBinding:
 
 # -- the same answers as one store --------------------------------------------------
 
-STEPS = st.lists(
-    st.tuples(
-        st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 4.0, 7.0, -1.5]),  # < 0: late
-        st.sampled_from(["doc.read", "doc.write", "doc.share", "other"]),
-        st.sampled_from(["alice", "bob", None]),
-        st.sampled_from(["t1", "t2", "t3", None]),
-        st.booleans(),  # failed?
-        st.booleans(),  # tick instead of an event?
-    ),
-    max_size=40,
-)
-
 
 def rule_set(stores: Sequence[rules.Store | None], cooldown: float) -> list[rules.Rule]:
     """One rule of each kind (and two equal Thresholds), with the given stores."""
@@ -441,7 +429,7 @@ class TestSameAlertsAsOneStore:
     )
     def test_random_streams_give_the_same_transitions(
         self,
-        steps: list[tuple[float, str, str | None, str | None, bool, bool]],
+        steps: list[Step],
         layout: list[int],
         cooldown: float,
     ) -> None:
@@ -451,22 +439,7 @@ class TestSameAlertsAsOneStore:
         single = Feed(*rule_set([None] * 6, cooldown))
         split = Feed(*rule_set([own[i] for i in layout], cooldown))
         feeds = (single, split)
-        for feed in feeds:
-            feed.tick(0)  # the start: Absence watches `expected` from here
-        now = 0.0
-        for step, action, actor, target, failed, tick in steps:
-            at = now + step
-            now = max(now, at)
-            for feed in feeds:
-                if tick:
-                    feed.tick(at)
-                else:
-                    fields: dict[str, Any] = {
-                        "outcome": "failure" if failed else "success"
-                    }
-                    if target is not None:
-                        fields["target"] = {"id": target}
-                    feed.event(at, action, actor=actor, **fields)
+        now = play(steps, *feeds)
         for feed in feeds:
             feed.tick(now + 30)
         assert alerts_of(single) == alerts_of(split)
