@@ -208,6 +208,9 @@ class TestPatterns:
             # UUIDs whose digit groups pass the Luhn check: ids, not cards.
             "01a21681-8824-7152-872a-13edf087a452",
             "evidence 01234567-1234-0005-1234-123456789012 kept",
+            # Hex ids whose digits pass the Luhn check: ids, not cards.
+            "request ab22840213c049fbae9918490129818c",
+            "id 9918490129818abc",
             "99999999999999999999999999",  # 26 digits: too long
             "Bearer abc",  # too short to be a token
             "AKIA-not-a-key",

@@ -81,10 +81,14 @@ _PRIVATE_KEY: Final = re.compile(
     r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY-----|.*)",
     re.DOTALL,
 )
-# Runs of digits joined by single spaces or hyphens; card numbers are found
-# among each run's consecutive groups (so "order 12 4111 1111 1111 1111" still
-# yields the card).
-_DIGIT_RUN: Final = re.compile(r"(?<![0-9])[0-9]+(?:[ -][0-9]+)*")
+# Runs of digits joined by single spaces or hyphens, standing alone like a
+# word (as \b would have it): digits inside an id such as a hex request id
+# ("...fbae9918490129819...") can pass the Luhn check but are no card. Card
+# numbers are found among each run's consecutive groups (so "order 12 4111
+# 1111 1111 1111" still yields the card).
+_DIGIT_RUN: Final = re.compile(
+    r"(?<![0-9A-Za-z_])[0-9]+(?:[ -][0-9]+)*(?![0-9A-Za-z_])"
+)
 _GROUP: Final = re.compile(r"[0-9]+")
 # A UUID's groups can be all digits and pass the Luhn check ("21681-8824-7152"
 # in 01a21681-8824-7152-...): event and request ids are never card numbers.
