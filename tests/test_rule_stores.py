@@ -108,6 +108,13 @@ class NullStore:
         return ignore_all
 
 
+class RaisingStore(NullStore):
+    """A store that breaks the rule that stores never raise."""
+
+    def commit(self) -> list[rules.Change]:
+        raise RuntimeError("broken store")
+
+
 def engine_of(*rule_list: rules.Rule, store: Any = None) -> RuleEngine:
     return RuleEngine(
         list(rule_list),
@@ -418,6 +425,21 @@ def alerts_of(feed: Feed) -> list[tuple[Any, ...]]:
     # Groups due at the same instant are re-checked in no defined order; each
     # (rule, group)'s own order is kept by the stable sort.
     return sorted(found, key=lambda a: (a[3], a[0], repr(a[2])))
+
+
+class TestAMemberThatRaises:
+    def test_costs_only_its_own_changes_and_is_counted(self) -> None:
+        engine = engine_of(
+            storm("broken", store=RaisingStore()), storm("fine", at_least=1)
+        )
+        alerts: list[rules.Alert] = []
+        engine.add_listener(alerts.append)
+        engine.observe(
+            {"id": "e1", "action": "permission.grant", "actor": {"id": "alice"}},
+            T0,
+        )
+        assert ["fine"] == [alert.rule for alert in alerts]
+        assert 1 == engine.stats()["internal_errors"]
 
 
 class TestSameAlertsAsOneStore:

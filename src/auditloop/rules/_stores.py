@@ -103,6 +103,7 @@ class StoreSet:
         self._commits: tuple[Callable[[], list[Change]], ...] = ()
         #: The member (by index) that built each observer, for batch().
         self._owner: dict[Observer, int] = {}
+        self._engine: RuleEngine | None = None
 
     def bind(self, rules: Sequence[Rule]) -> list[Observer]:
         """Bind each member store to its rules; return the observers in order.
@@ -145,7 +146,11 @@ class StoreSet:
         for member in self._members:
             store = member.store
             if now >= store.next_due:
-                found = store.advance(now)
+                try:
+                    found = store.advance(now)
+                except Exception:  # only this member's changes are lost
+                    self._failed()
+                    continue
                 if found:
                     changes += found
                     sources += 1
@@ -163,11 +168,21 @@ class StoreSet:
         """
         changes: list[Change] = []
         for commit in self._commits:
-            found = commit()
+            try:
+                found = commit()
+            except Exception:  # only this member's changes are lost
+                self._failed()
+                continue
             if found:
                 changes += found
         self._refresh()
         return changes
+
+    def _failed(self) -> None:
+        """Count a member store that raised (stores should never raise)."""
+        engine = self._engine
+        if engine is not None:
+            engine._counters.incr("internal_errors")
 
     def batch(self, observers: Sequence[Observer]) -> Batch | None:
         """The batch function of the one member all *observers* belong to.
@@ -185,7 +200,9 @@ class StoreSet:
         return None if batch is None else batch(observers)
 
     def attach(self, engine: RuleEngine) -> None:
-        """Give the engine to every member that wants it."""
+        """Give the engine to every member that wants it (and count a member
+        that raises in its ``internal_errors``)."""
+        self._engine = engine
         for member in self._members:
             attach = getattr(member.store, "attach", None)
             if attach is not None:
