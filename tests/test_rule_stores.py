@@ -356,6 +356,10 @@ class TestBinding:
         # Different prefixes are fine (nothing connects before an event).
         three = rules.RedisStore("redis://127.0.0.1:1/0", prefix="other:")
         engine_of(storm("a", store=one), storm("b", store=three))
+        # So are one prefix on two servers, or two databases of one.
+        four = rules.RedisStore("redis://127.0.0.1:2/0", prefix="app:")
+        five = rules.RedisStore("redis://127.0.0.1:1/1", prefix="app:")
+        engine_of(storm("a", store=one), storm("b", store=four), storm("c", store=five))
 
 
 # -- the same answers as one store --------------------------------------------------

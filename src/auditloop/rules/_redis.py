@@ -200,7 +200,8 @@ def _read_reply(sock: socket.socket) -> Any:
         try:
             reply, end = _parse(data, start)
         except _IncompleteError:
-            more = sock.recv(65536)
+            # Growing reads: a long reply is parsed again O(log n) times.
+            more = sock.recv(max(65536, len(data)))
             if not more:
                 raise ConnectionError("Redis closed the connection") from None
             data += more
@@ -591,6 +592,12 @@ class RedisStore:
             queue((spec, key, timestamp, event, roles, now, value))
 
         return observe
+
+    @property
+    def server(self) -> tuple[object, ...]:
+        """Where the store's Redis is (host, port, path, db), as configured."""
+        kwargs = getattr(self._client.connection_pool, "connection_kwargs", {})
+        return tuple(kwargs.get(k) for k in ("host", "port", "path", "db"))
 
     def _current(self, spec: _Spec) -> _Spec | None:
         """The bound spec of *spec*'s rule (same name and shape), or None

@@ -57,12 +57,12 @@ def stores_of(rules: Sequence[Rule], default: Store) -> list[tuple[Store, list[i
 def _check_prefixes(
     rules: Sequence[Rule], groups: list[tuple[Store, list[int]]]
 ) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[tuple[object, ...], str] = {}
     for store, indexes in groups:
         if not isinstance(store, RedisStore):
             continue
         name = rules[indexes[0]].name
-        other = seen.setdefault(store.prefix, name)
+        other = seen.setdefault((store.prefix, *store.server), name)
         if other != name:
             raise ConfigurationError(
                 f"rule {name!r}: store: another RedisStore with prefix "
