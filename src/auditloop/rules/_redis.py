@@ -594,7 +594,7 @@ class RedisStore:
         return observe
 
     @property
-    def server(self) -> tuple[object, ...]:
+    def _server(self) -> tuple[object, ...]:
         """Where the store's Redis is (host, port, path, db), as configured."""
         kwargs = getattr(self._client.connection_pool, "connection_kwargs", {})
         return tuple(kwargs.get(k) for k in ("host", "port", "path", "db"))

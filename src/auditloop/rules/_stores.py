@@ -62,7 +62,7 @@ def _check_prefixes(
         if not isinstance(store, RedisStore):
             continue
         name = rules[indexes[0]].name
-        other = seen.setdefault((store.prefix, *store.server), name)
+        other = seen.setdefault((store.prefix, *store._server), name)
         if other != name:
             raise ConfigurationError(
                 f"rule {name!r}: store: another RedisStore with prefix "
