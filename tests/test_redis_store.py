@@ -818,3 +818,29 @@ class TestClientTimeout:
         feed = Feed(storm(), store=shared)
         feed.event(0, "permission.grant")
         assert 0.2 == shared._connection._sock.gettimeout()
+
+
+class TestConnectionWithoutSocket:
+    def test_redis_py_s_own_path_is_used(self, redis_server: RedisServer) -> None:
+        # Like redis-py's CacheProxyConnection (client-side caching, Redis
+        # 7.4+): a connection that wraps another and has no `_sock`.
+        class Proxy:
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            def __getattr__(self, name: str) -> Any:
+                if name == "_sock":
+                    raise AttributeError(name)
+                return getattr(self._inner, name)
+
+        shared = store(redis_server)
+        pool = redis_server.client().connection_pool
+        shared._connection = Proxy(pool.get_connection())
+        feed = Feed(storm(), store=shared)
+        for i in range(3):
+            feed.event(i, "permission.grant")
+        assert ["firing"] == [a.status for a in feed.alerts]
+        assert shared.info()["available"]
+        redis_server.client().execute_command("FUNCTION", "FLUSH")
+        feed.event(4, "permission.grant")  # "Function not found": reloaded
+        assert shared.info()["available"]
