@@ -120,6 +120,7 @@ class RuleEngine:
         self._by_name = {rule.name: rule for rule in self.rules}
         self.auditor = auditor
         self.clock = clock
+        self._counters = Counters()  # before the store: it may count into it
         self.store: Store = _check_store(store)
         if rule_stores and any(rule.store is not None for rule in self.rules):
             # Only then: an engine whose rules use one store talks to it
@@ -154,7 +155,6 @@ class RuleEngine:
         self._internal_index: dict[str, tuple[Entry, ...]] = {}
         self._now = -math.inf
         self._events = 0
-        self._counters = Counters()
         self._listeners: list[Callable[[Alert], None]] = []
         self._firing: dict[tuple[str, Hashable], Alert] = {}
         self._local = threading.local()
@@ -404,8 +404,10 @@ class RuleEngine:
                     listener(alert)
                 except Exception:
                     self._counters.incr("listener_errors")
-            if self._actions:
-                rule = self._by_name[alert.rule]
+            rule = self._by_name.get(alert.rule)
+            # None: a transition a shared store handed to this engine for a
+            # rule it lacks (a replaced configuration still shutting down).
+            if self._actions and rule is not None:
                 actions = rule.then if alert.status == "firing" else rule.on_resolve
                 for action in actions:
                     self._dispatcher.submit(action, alert)

@@ -99,6 +99,7 @@ def _after_fork_in_child() -> None:
     # connection object closes only its own copy when collected).
     for store in list(_stores):
         store._connection = None
+        store._lock = threading.Lock()  # another thread may have held it
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -164,14 +165,37 @@ class _ReplyError(Exception):
 _RECONNECT: Final = frozenset({"READONLY", "LOADING", "MASTERDOWN"})
 
 
+#: Error replies that say "not now" rather than "not here": loading the
+#: function library is tried again at the next call.
+_TRANSIENT: Final = frozenset(
+    {"BUSY", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS"}
+    | {"OOM", "READONLY", "TRYAGAIN"}
+)
+#: redis-py's exceptions for error replies whose code it strips.
+_CODES: Final = {
+    "NoScriptError": "NOSCRIPT",
+    "ReadOnlyError": "READONLY",
+    "BusyLoadingError": "LOADING",
+    "NoPermissionError": "NOPERM",
+    "MasterDownError": "MASTERDOWN",
+    "OutOfMemoryError": "OOM",
+}
+
+
 def _refused(error: _ReplyError) -> bool:
-    """Tell whether *error* says the server will not run function libraries."""
-    text = str(error).lower()
-    return (
-        error.code == "NOPERM"
-        or "unknown command" in text
-        or "unknown subcommand" in text
-    )
+    """Tell whether *error* (to an ``FCALL``) says the server does not run
+    function libraries (any more): an older server after a failover, an
+    ACL."""
+    return error.code == "NOPERM" or "unknown command" in str(error).lower()
+
+
+def _reply_error(error: Exception) -> _ReplyError:
+    """redis-py's exception for an error reply, with its code put back."""
+    for cls in type(error).__mro__:
+        code = _CODES.get(cls.__name__)
+        if code is not None:
+            return _ReplyError(f"{code} {error}")
+    return _ReplyError(str(error))
 
 
 class _IncompleteError(Exception):
@@ -268,7 +292,6 @@ class _Spec:
         "resolved",
         "rule",
         "skipped",
-        "stale",
         "stem",
         "suppressed",
         "within",
@@ -314,7 +337,6 @@ class _Spec:
         self.keys: dict[str, Hashable] = {}
         self.fired = self.resolved = self.suppressed = 0
         self.late = self.overflow = self.fallback = self.skipped = 0
-        self.stale = False  # the store was bound again (see RedisStore.bind)
 
     def group(self, key: Hashable) -> tuple[str, bytes, bytes]:
         """The key name stem (base) and JSON of the group *key*, and the
@@ -448,7 +470,7 @@ class RedisStore:
     ) -> None:
         try:
             import redis
-            from redis.exceptions import NoScriptError, ResponseError
+            from redis.exceptions import ResponseError
         except ImportError:
             raise ConfigurationError(
                 "configure: rule_store: RedisStore needs the redis client: "
@@ -503,7 +525,6 @@ class RedisStore:
         self._client: Any = client
         self._connection: Any = None  # one, reused (calls are serialised)
         self._response_error: type[Exception] = ResponseError
-        self._no_script: type[Exception] = NoScriptError
         self._script = _script()
         # FCALL or EVALSHA, chosen at the first call (see _invocation).
         self._invoke: bytes | None = None
@@ -523,12 +544,12 @@ class RedisStore:
         self._unreported = 0
         self._last_error: BaseException | None = None
         self._dropped = 0
-        # Updates of every binding, never replaced: an engine being replaced
-        # may still observe (see bind).
-        self._pending: list[Pending] = []
+        # Queued updates, per thread: an engine observes and commits an event
+        # on one thread (under its lock), so a commit sends exactly the
+        # updates of its own event, even while a replaced engine that shares
+        # this store still observes (see bind).
+        self._queues = threading.local()
         self._lock = threading.Lock()  # commits of two engines never interleave
-        self._specs: list[_Spec] = []
-        self._rebound = False
         self.bind(())
         _stores.add(self)
 
@@ -542,15 +563,13 @@ class RedisStore:
         """Start with *rules*; return their observers (they only queue).
 
         Binding again (``configure()`` with the same store) replaces the
-        rules. The previous engine's observers stay usable while it shuts
-        down: their updates count for the new rule of the same name and
-        shape (the same Redis keys), or are dropped and counted in
-        ``info()["dropped_updates"]`` when the new configuration lacks it.
+        rules; the previous engine keeps working until it is shut down: its
+        events count in Redis for its own rules (the same keys as the new
+        rules of the same name and shape) and its alerts go to it. During a
+        Redis outage they cannot count locally (the local state is the new
+        rules'): they are counted in ``info()["dropped_updates"]``.
         """
         with self._lock:
-            for spec in self._specs:
-                spec.stale = True
-            self._rebound = bool(self._specs)
             return self._bind(rules)
 
     def _bind(self, rules: Sequence[Rule]) -> list[Observer]:
@@ -567,7 +586,7 @@ class RedisStore:
         return [self._observer(spec) for spec in self._specs]
 
     def _observer(self, spec: _Spec) -> Observer:
-        queue = self._pending.append
+        queues = self._queues
         within = spec.within
         check_late = self._event_time
         field_value = spec.field_value
@@ -583,13 +602,11 @@ class RedisStore:
                 value = field_value(event)
                 if value is None:
                     return  # nothing to count
-            if spec.stale:
-                current = self._current(spec)
-                if current is None:
-                    return
-                queue((current, key, timestamp, event, roles, now, value))
-                return
-            queue((spec, key, timestamp, event, roles, now, value))
+            entry = (spec, key, timestamp, event, roles, now, value)
+            try:
+                queues.pending.append(entry)
+            except AttributeError:  # this thread's first update
+                queues.pending = [entry]
 
         return observe
 
@@ -598,14 +615,6 @@ class RedisStore:
         """Where the store's Redis is (host, port, path, db), as configured."""
         kwargs = getattr(self._client.connection_pool, "connection_kwargs", {})
         return tuple(kwargs.get(k) for k in ("host", "port", "path", "db"))
-
-    def _current(self, spec: _Spec) -> _Spec | None:
-        """The bound spec of *spec*'s rule (same name and shape), or None
-        (then the update is dropped, and counted)."""
-        current = self._stems.get(spec.stem)
-        if current is None:
-            self._dropped += 1
-        return current
 
     def advance(self, now: float) -> list[Change]:
         """Note that groups are due; the next :meth:`commit` re-checks them.
@@ -637,28 +646,20 @@ class RedisStore:
             return self._commit()
 
     def _commit(self) -> list[Change]:
-        pending = self._pending
-        if self._rebound and any(entry[0].stale for entry in pending):
-            # Queued by an engine of the previous binding: its observer read
-            # `stale` just before bind() set it.
-            pending[:] = [
-                (current, *entry[1:])
-                for entry in pending
-                if (current := self._current(entry[0])) is not None
-            ]
+        pending: list[Pending] = getattr(self._queues, "pending", None) or []
         if not pending and not self._sweep:
             return []
         if pending:
             self._now = pending[-1][5]
         if monotonic() < self._retry_at:
-            return self._unavailable(None)
+            return self._unavailable(None, pending)
         limit = _SWEEP_WITH_EVENT if pending else _SWEEP_ON_TICK
         try:
             changes = self._applied(
                 self._call(self._arguments(pending, limit)), pending
             )
         except Exception as exc:
-            return self._unavailable(exc)
+            return self._unavailable(exc, pending)
         sweeps = _MAX_SWEEPS if pending else 1  # an event: one round trip only
         pending.clear()
         self._sweep = False
@@ -669,7 +670,7 @@ class RedisStore:
                 reply = self._call(self._arguments([], _SWEEP_ON_TICK))
                 changes += self._applied(reply, [])
             except Exception as exc:
-                return changes + self._unavailable(exc)
+                return changes + self._unavailable(exc, [])
         return changes
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -689,8 +690,8 @@ class RedisStore:
             one), ``round_trips`` (calls sent), ``failures``,
             ``recoveries``, ``reports`` (outage events emitted),
             ``expired_groups`` (idle groups deleted by re-checks),
-            ``dropped_updates`` (updates an engine queued for a rule that a
-            later binding of this store no longer has) and
+            ``dropped_updates`` (updates of a replaced engine that could not
+            count locally during an outage, see :meth:`bind`) and
             ``foreign_changes`` (transitions of rules this process does not
             have, dropped).
         """
@@ -786,12 +787,12 @@ class RedisStore:
         """Load the function library (one round trip); return how to call it.
 
         ``FCALL`` when the server has functions (Redis >= 7), ``EVALSHA``
-        when it refuses them (an older server, a proxy, ``FUNCTION`` renamed
-        or not permitted by an ACL).
+        when it answers with any error but a passing one (an older server, a
+        proxy, ``FUNCTION`` renamed or not permitted by an ACL).
 
         Raises:
-            _ReplyError: any other error (out of memory, loading...): the
-                choice is made again at the next call.
+            _ReplyError: a passing error (out of memory, loading, read-only
+                replica...): the choice is made again at the next call.
         """
         script = self._script
         self._round_trips += 1
@@ -800,9 +801,9 @@ class RedisStore:
         except _ReplyError as exc:
             if "already exists" in str(exc):
                 return script.fcall
-            if _refused(exc):
-                return script.evalsha
-            raise
+            if exc.code in _TRANSIENT:
+                raise
+            return script.evalsha
         return script.fcall
 
     def _send(self, packed: bytes) -> Any:
@@ -843,8 +844,10 @@ class RedisStore:
                 connection.disconnect()
             raise
         except self._response_error as exc:  # from redis-py's own path
-            code = "NOSCRIPT " if isinstance(exc, self._no_script) else ""
-            raise _ReplyError(code + str(exc)) from exc
+            error = _reply_error(exc)
+            if error.code in _RECONNECT:
+                connection.disconnect()
+            raise error from exc
         except BaseException:
             connection.disconnect()  # a late reply must not answer the next call
             raise
@@ -911,9 +914,11 @@ class RedisStore:
 
     # -- when Redis is unreachable -------------------------------------------------
 
-    def _unavailable(self, error: BaseException | None) -> list[Change]:
-        """Count, report, and count the event locally or skip it."""
-        pending = self._pending
+    def _unavailable(
+        self, error: BaseException | None, pending: list[Pending]
+    ) -> list[Change]:
+        """Count, report, and count the event's *pending* updates locally or
+        skip them."""
         if error is not None:
             self._failures += 1
             self._up = False
@@ -938,8 +943,12 @@ class RedisStore:
                 changes = self._track(local.advance(self._now))
             observers = dict(zip(self._specs, self._local_observers, strict=True))
             for spec, key, timestamp, event, roles, now, _value in pending:
+                observe = observers.get(spec)
+                if observe is None:  # a replaced engine's rule (see bind)
+                    self._dropped += 1
+                    continue
                 spec.fallback += 1
-                change = observers[spec](key, timestamp, event, roles, now)
+                change = observe(key, timestamp, event, roles, now)
                 if change is not None:
                     changes += self._track([change])
             self.next_due = min(self.next_due, local.next_due)

@@ -200,8 +200,9 @@ class StoreSet:
         return None if batch is None else batch(observers)
 
     def attach(self, engine: RuleEngine) -> None:
-        """Give the engine to every member that wants it (and count a member
-        that raises in its ``internal_errors``)."""
+        """Give the engine to every member that wants it; a member that
+        raises in :meth:`advance` or :meth:`commit` is counted in the
+        engine's ``internal_errors``."""
         self._engine = engine
         for member in self._members:
             attach = getattr(member.store, "attach", None)
