@@ -431,6 +431,38 @@ def alerts_of(feed: Feed) -> list[tuple[Any, ...]]:
     return sorted(found, key=lambda a: (a[3], a[0], repr(a[2])))
 
 
+class HandingOverStore(NullStore):
+    """A shared store that hands this engine a transition of a rule of
+    another configuration (as a replaced engine may get one)."""
+
+    def __init__(self, foreign: rules.Rule) -> None:
+        self.foreign = foreign
+
+    def commit(self) -> list[rules.Change]:
+        return [rules.Change(self.foreign, ("alice",), "firing", T0, 3.0, (), T0, T0)]
+
+
+class TestATransitionOfARuleTheEngineLacks:
+    def test_is_published_without_running_actions(self) -> None:
+        ran: list[rules.Alert] = []
+        mine = storm("mine", then=[ran.append])
+        engine = RuleEngine(
+            [mine],
+            auditor=None,
+            clock=None,
+            store=HandingOverStore(storm("theirs")),
+            actions=True,
+            ticker=False,
+        )
+        alerts: list[rules.Alert] = []
+        engine.add_listener(alerts.append)
+        engine.observe({"id": "e1", "action": "other.thing"}, T0)
+        engine.shutdown(5)
+        assert ["theirs"] == [alert.rule for alert in alerts]
+        assert [] == ran
+        assert 0 == engine.stats()["internal_errors"]
+
+
 class TestAMemberThatRaises:
     def test_costs_only_its_own_changes_and_is_counted(self) -> None:
         engine = engine_of(
