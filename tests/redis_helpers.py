@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,18 +110,25 @@ class RedisServer:
         self.kill()
 
 
-def server_fixture(tmp_path_factory: Any) -> Any:
-    """Body of the ``redis_server`` fixtures: start one, yield it, kill it."""
-    import pytest
-
-    if REDIS_SERVER is None:
-        pytest.skip(NO_REDIS)
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+@contextlib.contextmanager
+def running(workdir: Path, *options: str) -> Iterator[RedisServer]:
+    """A started RedisServer (with more command-line *options*), killed after."""
+    server = RedisServer(workdir, *options)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+def server_fixture(tmp_path_factory: Any, *options: str) -> Any:
+    """Body of the ``redis_server`` fixtures: start one, yield it, kill it."""
+    import pytest
+
+    if REDIS_SERVER is None:
+        pytest.skip(NO_REDIS)
+    with running(tmp_path_factory.mktemp("redis"), *options) as server:
+        yield server
 
 
 class Worker:

@@ -24,7 +24,7 @@ from auditloop.exceptions import ConfigurationError
 from auditloop.rules import match
 from auditloop.sinks import MemorySink
 from auditloop.testing import FakeClock
-from redis_helpers import NO_REDIS, REDIS_SERVER, RedisServer, server_fixture
+from redis_helpers import RedisServer, running, server_fixture
 from rules_helpers import STEPS, T0, Feed, Step, play
 
 _prefixes = itertools.count()
@@ -167,6 +167,11 @@ class TestSameAlertsAsMemory:
 # -- one round trip per event -------------------------------------------------------
 
 
+def replica_of(server: RedisServer) -> tuple[str, ...]:
+    """redis-server options for a read-only replica of *server*."""
+    return ("--replicaof", "127.0.0.1", str(server.port))
+
+
 def script_calls(server: RedisServer, *commands: str) -> int:
     """Calls of *commands* (default: every way of running the script)."""
     stats = server.client().info("commandstats")
@@ -258,16 +263,7 @@ class TestRoundTrips:
 @pytest.fixture(scope="module")
 def old_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A server without FUNCTION (renamed away), like Redis < 7."""
-    if REDIS_SERVER is None:
-        pytest.skip(NO_REDIS)
-    server = RedisServer(
-        tmp_path_factory.mktemp("redis-nofn"), "--rename-command", "FUNCTION", ""
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from server_fixture(tmp_path_factory, "--rename-command", "FUNCTION", "")
 
 
 class TestWithoutFunctions:
@@ -819,19 +815,13 @@ class TestErrorReplies:
     ) -> None:
         # After a Sentinel failover the old master answers READONLY; a new
         # connection is what lets redis-py's Sentinel pool find the master.
-        replica = RedisServer(
-            tmp_path, "--replicaof", "127.0.0.1", str(redis_server.port)
-        )
-        replica.start()
-        try:
+        with running(tmp_path, *replica_of(redis_server)) as replica:
             shared = store(replica)
             feed = Feed(storm(), store=shared)
             feed.event(0, "permission.grant")
             assert not shared.info()["available"]
             assert "READONLY" in repr(shared._last_error)
             assert shared._connection._sock is None
-        finally:
-            replica.stop()
 
 
 class TestClientTimeout:
@@ -900,16 +890,10 @@ class TestConnectionWithoutSocket:
     def test_readonly_on_that_path_closes_the_connection_too(
         self, redis_server: RedisServer, tmp_path: Any
     ) -> None:
-        replica = RedisServer(
-            tmp_path, "--replicaof", "127.0.0.1", str(redis_server.port)
-        )
-        replica.start()
-        try:
+        with running(tmp_path, *replica_of(redis_server)) as replica:
             shared = store(replica)
             inner = replica.client().connection_pool.get_connection()
             shared._connection = _Proxy(inner)
             Feed(storm(), store=shared).event(0, "permission.grant")
             assert "READONLY" in str(shared._last_error)
             assert inner._sock is None  # closed: the next call connects anew
-        finally:
-            replica.stop()

@@ -116,14 +116,7 @@ class RaisingStore(NullStore):
 
 
 def engine_of(*rule_list: rules.Rule, store: Any = None) -> RuleEngine:
-    return RuleEngine(
-        list(rule_list),
-        auditor=None,
-        clock=None,
-        store=store,
-        actions=False,
-        ticker=False,
-    )
+    return Feed(*rule_list, store=store).engine
 
 
 # -- the option -------------------------------------------------------------------

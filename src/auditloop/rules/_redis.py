@@ -830,7 +830,10 @@ class RedisStore:
         try:
             if not hasattr(connection, "_sock"):  # e.g. a client-side cache proxy
                 connection.send_packed_command([packed])
-                return connection.read_response()
+                try:
+                    return connection.read_response()
+                except self._response_error as exc:
+                    raise _reply_error(exc) from exc
             sock = connection._sock
             if sock is None:
                 connection.connect()
@@ -843,11 +846,6 @@ class RedisStore:
             if exc.code in _RECONNECT:  # e.g. a Sentinel failover: find the master
                 connection.disconnect()
             raise
-        except self._response_error as exc:  # from redis-py's own path
-            error = _reply_error(exc)
-            if error.code in _RECONNECT:
-                connection.disconnect()
-            raise error from exc
         except BaseException:
             connection.disconnect()  # a late reply must not answer the next call
             raise
