@@ -221,6 +221,41 @@ class TestRestart:
             path.read_bytes().splitlines()
         )
 
+    def test_a_new_file_holding_only_a_torn_line_continues_the_rotated_chain(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "a.jsonl"
+        first = chained_sink(path)
+        first.write([event(i) for i in range(4)])
+        first.close()
+        path.rename(tmp_path / "a.jsonl.1")  # rotated, then a crash tore the
+        path.write_bytes(b'{"id":"e4","action":"do')  # new file's first line
+
+        second = chained_sink(path)
+        second.write([event(i) for i in range(4, 6)])
+        second.close()
+        result = verify(path, key=KEY)
+
+        assert [5, 6] == [orjson.loads(line)["seq"] for line in lines_of(path)[1:]]
+        assert [("torn", 1)] == [(f.kind, f.line) for f in result.findings]
+
+    @pytest.mark.parametrize("compress", [(False, True), (True, False)])
+    def test_rotation_after_a_restart_with_compress_toggled_keeps_the_order(
+        self, tmp_path: Path, compress: tuple[bool, bool]
+    ) -> None:
+        path = tmp_path / "a.jsonl"
+        n = 0
+        for each_run in compress:
+            sink = chained_sink(path, max_bytes=1000, backups=50, compress=each_run)
+            for _ in range(20):
+                sink.write([event(n)])
+                n += 1
+            sink.close()
+        numbers = sorted(int(p.name.split(".")[2]) for p in tmp_path.glob("a.jsonl.*"))
+
+        assert list(range(1, len(numbers) + 1)) == numbers  # one file per number
+        assert [] == list(verify(path, key=KEY).findings)
+
     def test_a_file_without_a_chain_starts_a_new_one(self, tmp_path: Path) -> None:
         path = tmp_path / "a.jsonl"
         path.write_bytes(b'{"id":"old"}\n')

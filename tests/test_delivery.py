@@ -568,6 +568,71 @@ class TestFlushAndShutdown:
         assert not auditor.shutdown(WAIT)
         assert "OSError: close failed" == auditor.stats()["sinks"]["Bad"]["last_error"]
 
+    def test_sync_shutdown_gives_flush_and_close_one_deadline(self) -> None:
+        class Hanging(RaisingSink):
+            """flush() waits its whole timeout (a collector that never answers)."""
+
+            close_timeout: float | None = -1.0
+
+            def flush(self, timeout: float | None = None) -> None:
+                threading.Event().wait(timeout)
+
+            def close(self, timeout: float | None = None) -> None:
+                self.close_timeout = timeout
+
+        sink = Hanging(Delivery(mode="sync"))
+        auditor = auditloop.Auditor(sinks=[sink])
+
+        auditor.shutdown(0.2)
+
+        assert 0.0 == sink.close_timeout  # flush used it all; close gets the rest
+
+    def test_shutdown_while_the_writer_still_pops_never_raises(self, make: Any) -> None:
+        class Slow(GateSink):
+            """One event per write, each a little slow: at the deadline the
+            writer is still taking events out of the queue shutdown() counts."""
+
+            def write(self, batch: Sequence[bytes]) -> None:
+                time.sleep(0.0001)
+
+        interval = sys.getswitchinterval()
+        for _ in range(3):
+            auditor, _ = make(Slow(Delivery(batch_size=1, queue_size=50_000)))
+            emit_numbers(auditor, range(20_000))
+            sys.setswitchinterval(1e-6)  # switch threads while shutdown counts
+            try:
+                assert not auditor.shutdown(0.02)  # and no RuntimeError
+            finally:
+                sys.setswitchinterval(interval)
+            assert auditor.stats()["dropped"]["shutdown_timeout"] > 0
+
+    def test_a_sink_error_with_a_broken_str_is_counted_and_the_writer_lives(
+        self, make: Any
+    ) -> None:
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                raise ValueError("no")
+
+        class FailsOnce(GateSink):
+            failed = False
+
+            def write(self, batch: Sequence[bytes]) -> None:
+                if not self.failed:
+                    self.failed = True
+                    raise Unprintable
+                self.batches.append(list(batch))
+
+        auditor, sink = make(FailsOnce(Delivery(batch_size=1)))
+        auditor.emit("n", i=0)
+        assert auditor.flush(WAIT)
+        auditor.emit("n", i=1)
+
+        assert auditor.flush(WAIT)
+        assert [1] == sink.numbers()
+        stats = auditor.stats()["sinks"]["FailsOnce"]
+        assert {"sink_error": 1} == stats["dropped"]
+        assert "Unprintable: <unprintable message>" == stats["last_error"]
+
 
 class TestFailClosed:
     @pytest.fixture

@@ -146,6 +146,82 @@ class TestCrashSafety:
         assert [(2, "torn")] == [(i.line, i.kind) for i in issues]
 
 
+# A full disk, made real with RLIMIT_FSIZE in a child process: a write that
+# would grow the file past the limit fails after writing what fits (EFBIG).
+FULL_DISK = """
+import os, resource, signal, sys
+import auditloop
+from auditloop import sinks
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+path, chain, fsync, mode, room = sys.argv[1:]
+sink = sinks.FileSink(
+    path, chain=chain == "chain", fsync=fsync,
+    delivery=sinks.Delivery(mode=mode, batch_size=3),
+)
+auditor = auditloop.Auditor(sinks=[sink], drop_report_interval=None)
+auditor.emit("n", i=0)
+auditor.flush(10)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + int(room), hard))
+for i in (1, 2, 3):
+    auditor.emit("n", i=i)
+auditor.flush(10)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+auditor.emit("n", i=4)
+auditor.shutdown(10)
+stats = auditor.stats()["sinks"]["FileSink"]
+print(stats["written"], stats["dropped"].get("sink_error", 0))
+"""
+
+
+class TestFullDisk:
+    def run(self, path: Path, *options: str) -> tuple[int, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", FULL_DISK, str(path), *options],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        written, failed = done.stdout.split()
+        return int(written), int(failed)
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    @pytest.mark.parametrize("chain", ["chain", "plain"])
+    def test_a_failed_write_leaves_no_torn_line_and_counts_exactly(
+        self, tmp_path: Path, chain: str, mode: str
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+
+        # Room for part of the next line only: the write fails half-way.
+        written, failed = self.run(path, chain, "never", mode, "40")
+
+        issues: list[ReadIssue] = []
+        events = list(auditloop.read_events(path, on_error=issues.append))
+        assert [] == issues  # the half line was cut off again
+        assert [0, 4] == [e.attributes["i"] for e in events if e.action == "n"]
+        assert 3 == failed  # the batch of 1, 2, 3 (or each of them, in sync)
+        assert written == len(events)  # with the sink_failed/recovered events
+        if chain == "chain":  # and the chain goes on behind what is on disk
+            assert auditloop.verify(path).ok
+
+    def test_fsync_always_keeps_and_counts_the_lines_written_before(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+
+        # Room for one more record (~420 bytes) and part of the next, in one
+        # batch of three.
+        written, failed = self.run(path, "chain", "always", "async", "600")
+
+        events = list(auditloop.read_events(path))
+        assert [0, 1, 4] == [e.attributes["i"] for e in events if e.action == "n"]
+        assert 2 == failed  # 1 was written and is counted so; 2 and 3 were not
+        assert written == len(events)
+        assert auditloop.verify(path).ok
+
+
 class TestRotation:
     def write_many(self, sink: FileSink, count: int) -> None:
         auditor = auditloop.Auditor(sinks=[sink])

@@ -201,3 +201,28 @@ class TestConfiguration:
             sinks.FileSink(tmp_path / "a.jsonl", **kwargs)
 
         assert str(info.value).startswith(message)
+
+
+class TestAtShutdown:
+    def test_deletions_while_shutdown_drains_the_queue_are_recorded(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        sink = sinks.FileSink(
+            path,
+            chain=True,
+            key=KEY,
+            max_bytes=2000,
+            retain_files=2,
+            checkpoint_every=50,
+            delivery=sinks.Delivery(batch_size=10),
+        )
+        auditor = Auditor(sinks=[sink], drop_report_interval=None)
+        for i in range(200):  # most are still queued when shutdown() begins
+            auditor.emit("doc.read", i=i)
+
+        assert auditor.shutdown(10)
+
+        assert {} == auditor.stats()["dropped"]  # the sink's own events too
+        assert retention_events(path)
+        assert [] == list(verify(path, key=KEY).findings)

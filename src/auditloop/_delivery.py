@@ -28,6 +28,7 @@ __all__ = [
     "AsyncDelivery",
     "Delivery",
     "DeliveryClosed",
+    "PartialWrite",
     "SyncDelivery",
     "start_delivery",
 ]
@@ -119,6 +120,16 @@ class DeliveryClosed(Exception):  # noqa: N818 - a signal, not an error
     """
 
 
+class PartialWrite(Exception):  # noqa: N818 - a report, raised from the cause
+    """Raised by a sink whose ``write()`` stored the first *stored* events
+    of the batch before failing (``raise PartialWrite(n) from error``): the
+    engine counts those as written and only the rest as ``sink_error``."""
+
+    def __init__(self, stored: int) -> None:
+        super().__init__(f"{stored} events of the batch were stored")
+        self.stored = stored
+
+
 class _FlushMarker:
     """Queued behind the events a flush must wait for."""
 
@@ -130,7 +141,10 @@ class _FlushMarker:
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a broken __str__ must not kill the writer thread
+        text = f"{type(exc).__name__}: <unprintable message>"
     return text if len(text) <= 300 else text[:300] + "…"
 
 
@@ -149,6 +163,11 @@ class _BaseDelivery:
         self.hand_over = False
 
     def _failed(self, exc: BaseException, count: int) -> None:
+        """Count a failed ``write()`` of *count* events (less what it stored)."""
+        if isinstance(exc, PartialWrite):
+            self.written += exc.stored
+            count -= exc.stored
+            exc = exc.__cause__ or exc
         self.errors += 1
         self.last_error = _describe(exc)
         self.drops.incr("sink_error", count)
@@ -218,13 +237,17 @@ class SyncDelivery(_BaseDelivery):
         return True
 
     def shutdown(self, timeout: float | None, close_sink: bool = True) -> bool:
-        """Flush and (unless the sink is reused) close it."""
+        """Flush and (unless the sink is reused) close it, within *timeout* in all."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         ok = self.flush(timeout)
         if close_sink:
             with self._lock:
                 self._closed = True
+                left = (
+                    None if deadline is None else max(0.0, deadline - time.monotonic())
+                )
                 try:
-                    self.sink.close(timeout)
+                    self.sink.close(left)
                 except Exception as exc:
                     self.errors += 1
                     self.last_error = _describe(exc)
@@ -273,6 +296,7 @@ class AsyncDelivery(_BaseDelivery):
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._closed = False
+        self._close_started = False
         self._inflight = 0
 
     # -- producer side -------------------------------------------------------
@@ -282,7 +306,7 @@ class AsyncDelivery(_BaseDelivery):
         queue = self._queue
         if len(queue) >= self._queue_size and not self._make_room():
             return
-        if self._closed:
+        if self._closed and not self._draining_own():
             if self.hand_over:
                 raise DeliveryClosed
             self.drops.incr("closed")
@@ -326,6 +350,11 @@ class AsyncDelivery(_BaseDelivery):
                     self.drops.incr("queue_full")
                     return False
         return True
+
+    def _draining_own(self) -> bool:
+        """True for the writer thread putting its sink's own events (checkpoint,
+        retention) while it drains after ``shutdown()``: it drains them too."""
+        return self._is_writer_thread() and not self._close_started
 
     def _worker_alive(self) -> bool:
         worker = self._worker
@@ -404,6 +433,7 @@ class AsyncDelivery(_BaseDelivery):
             self.last_error = _describe(exc)
 
     def _close_sink(self) -> None:
+        self._close_started = True  # from here on, the queue is not read again
         if self._close_on_stop:
             try:
                 self.sink.close(None)
@@ -452,9 +482,17 @@ class AsyncDelivery(_BaseDelivery):
         assert worker is not None
         worker.join(timeout)
         if worker.is_alive():
-            lost = sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
-            self._queue.clear()
-            self.drops.incr("shutdown_timeout", lost + self._inflight)
+            # The writer still pops from the queue: take items out one by one
+            # (iterating a deque another thread changes raises).
+            lost = self._inflight
+            while True:
+                try:
+                    item = self._queue.popleft()
+                except IndexError:
+                    break
+                if not isinstance(item, _FlushMarker):
+                    lost += 1
+            self.drops.incr("shutdown_timeout", lost)
             return False
         # A producer that passed the closed check just before shutdown began
         # may have appended after the writer's last look: count, never strand.

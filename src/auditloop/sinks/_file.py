@@ -18,9 +18,10 @@ from auditloop._chain import (
     check_key_id,
     first_link,
     last_link,
+    parse_link,
     system_record,
 )
-from auditloop._delivery import Delivery
+from auditloop._delivery import Delivery, PartialWrite
 from auditloop._options import checked_options
 from auditloop.exceptions import ConfigurationError
 
@@ -42,6 +43,15 @@ def _count(name: str, value: object, minimum: int) -> None:
         raise ConfigurationError(
             f"FileSink: {name} must be an integer >= {minimum}, got {value!r}"
         )
+
+
+def _holds_a_line(path: Path) -> bool:
+    """True when *path* has at least one complete (newline-ended) line."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            return f.readline().endswith(b"\n")
+    except (OSError, EOFError):
+        return True  # unreadable: do not guess that it is empty
 
 
 def _seconds(name: str, value: object) -> None:
@@ -243,14 +253,19 @@ class FileSink:
                 if link is not None:
                     seq, _prev, head, _line = link
                     return ChainWriter(key, key_id, seq, head)
-                if candidate.stat().st_size > 0:
+                if _holds_a_line(candidate):
                     break  # records, but none chained: a new chain starts here
+                # Empty, or only a line torn by a crash: look further back.
         return ChainWriter(key, key_id)
 
     def _rotated_candidates(self, n: int) -> tuple[Path, Path]:
-        plain = self.path.with_name(f"{self.path.name}.{n}")
-        gz = self.path.with_name(f"{self.path.name}.{n}.gz")
+        """Rotated file *n*: this sink's name for it first, then the other."""
+        plain = self._numbered(n, gz=False)
+        gz = self._numbered(n, gz=True)
         return (gz, plain) if self.compress else (plain, gz)
+
+    def _numbered(self, n: int, *, gz: bool) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}{'.gz' if gz else ''}")
 
     def _open(self) -> None:
         self._fd = os.open(
@@ -286,11 +301,35 @@ class FileSink:
             self._open()
 
     def _write_all(self, data: bytes) -> None:
+        """Append *data* whole or not at all (a failed write is undone)."""
         view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            self._undo_partial(len(data) - len(view))
+            raise
         self._size += len(data)
+
+    def _undo_partial(self, written: int) -> None:
+        """Remove the first *written* bytes of a failed write from the file.
+
+        Otherwise the next line would be glued to a torn one. Only bytes at
+        the very end of the file are cut (one writer per file: no one
+        appended behind them); else the descriptor is dropped, and reopening
+        ends the torn line before the next write (see :meth:`_open`).
+        """
+        if not written:
+            return
+        try:
+            end = os.lseek(self._fd, 0, os.SEEK_CUR)  # O_APPEND: the end of ours
+            if os.fstat(self._fd).st_size == end:
+                os.ftruncate(self._fd, end - written)
+                return
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
 
     def _encode(self, batch: Sequence[bytes]) -> bytes:
         chain = self._chain
@@ -307,21 +346,53 @@ class FileSink:
         """
         with self._lock:
             self._reopen_if_moved()
-            first_seq = self._chain.seq + 1 if self._chain is not None else 0
+            chain = self._chain
+            link = (chain.seq, chain.head) if chain is not None else None
             data = self._encode(batch)
-            limit = self.max_bytes
-            if limit is not None and self._size > 0 and self._size + len(data) > limit:
-                self._rotate(first_seq)
-            self._write_data(data)
+            try:
+                limit = self.max_bytes
+                if (
+                    limit is not None
+                    and self._size > 0
+                    and self._size + len(data) > limit
+                ):
+                    self._rotate(link[0] + 1 if link is not None else 0)
+                self._write_data(data)
+            except BaseException as exc:
+                if chain is not None and link is not None:
+                    self._rewind(chain, link, data, exc)
+                raise
             self._after_write(len(batch))
             notices = self._take_notices()
         self._deliver(notices)
 
+    @staticmethod
+    def _rewind(
+        chain: ChainWriter, link: tuple[int, bytes], data: bytes, exc: BaseException
+    ) -> None:
+        """After a failed write, continue the chain behind what is on disk.
+
+        Records sealed but not written would otherwise leave a gap that
+        :func:`auditloop.verify` reports as deleted records.
+        """
+        stored = exc.stored if isinstance(exc, PartialWrite) else 0
+        chain.seq, chain.head = link
+        if stored:
+            last = data.split(b"\n", stored)[stored - 1]
+            parsed = parse_link(last)
+            if parsed is not None:
+                chain.seq, _prev, chain.head = parsed
+
     def _write_data(self, data: bytes) -> None:
         if self.fsync == "always":
-            for line in data.split(b"\n")[:-1]:
-                self._write_all(line + b"\n")
-                os.fsync(self._fd)
+            for stored, line in enumerate(data.split(b"\n")[:-1]):
+                try:
+                    self._write_all(line + b"\n")
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    if not stored:
+                        raise
+                    raise PartialWrite(stored) from exc  # the lines before are kept
             return
         self._write_all(data)
         if self.fsync == "batch":
@@ -353,11 +424,16 @@ class FileSink:
         """Under the lock: hand pending notices over, or write them here."""
         if not self._notices:
             return []
-        notices, self._notices = self._notices, []
         if self._notify is not None:
+            notices, self._notices = self._notices, []
             return notices
-        self._write_data(self._encode([system_record(a, n) for a, n in notices]))
+        self._write_notices()
         return []
+
+    def _write_notices(self) -> None:
+        """Under the lock: write pending notices to this file directly."""
+        notices, self._notices = self._notices, []
+        self._write_data(self._encode([system_record(a, n) for a, n in notices]))
 
     def _deliver(self, notices: list[tuple[str, dict[str, Any]]]) -> None:
         notify = self._notify
@@ -383,8 +459,10 @@ class FileSink:
         self._deliver(notices)
 
     def _backup(self, n: int) -> Path:
-        suffix = f".{n}.gz" if self.compress else f".{n}"
-        return self.path.with_name(self.path.name + suffix)
+        """Rotated file *n* as it is on disk, plain or gzipped (``compress``
+        may have changed between runs), else the name this sink gives it."""
+        own, other = self._rotated_candidates(n)
+        return other if other.exists() and not own.exists() else own
 
     def _highest_backup(self) -> int:
         n = 0
@@ -401,23 +479,23 @@ class FileSink:
             deleted.append(self.path.name)
         else:
             top = self.backups if self.backups is not None else self._highest_backup()
-            oldest = self._backup(top)
-            if self.backups is not None and oldest.exists():
-                oldest.unlink()
-                deleted.append(oldest.name)
+            if self.backups is not None:
+                for oldest in self._rotated_candidates(top):
+                    if oldest.exists():
+                        oldest.unlink()
+                        deleted.append(oldest.name)
             for n in range(top if self.backups is None else top - 1, 0, -1):
-                if self._backup(n).exists():
-                    self._backup(n).replace(self._backup(n + 1))
+                for older in self._rotated_candidates(n):  # both: see _backup
+                    if older.exists():
+                        older.replace(self._numbered(n + 1, gz=older.suffix == ".gz"))
+            newest = self._rotated_candidates(1)[0]
             if self.compress:
-                with (
-                    self.path.open("rb") as src,
-                    gzip.open(self._backup(1), "wb") as dst,
-                ):
+                with self.path.open("rb") as src, gzip.open(newest, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                self._backup(1).chmod(_FILE_MODE)
+                newest.chmod(_FILE_MODE)
                 self.path.unlink()
             else:
-                self.path.replace(self._backup(1))
+                self.path.replace(newest)
         self._open()
         if deleted:
             self._record_deletion(deleted, "retain_files", next_seq)
@@ -469,11 +547,12 @@ class FileSink:
                 os.fsync(self._fd)
 
     def close(self, timeout: float | None = None) -> None:
-        """Write pending notices (without an Auditor), flush, close the file."""
+        """Write pending notices here (too late for an Auditor), flush, close."""
         with self._lock:
             self._closed = True
             if self._fd >= 0:
-                self._take_notices()
+                if self._notices:  # too late for an Auditor: write them here
+                    self._write_notices()
                 if self.fsync != "never":
                     os.fsync(self._fd)
                 os.close(self._fd)
