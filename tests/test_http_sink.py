@@ -432,6 +432,52 @@ class TestRetries:
 
         assert [12.0] == sleeper.calls
 
+    @pytest.mark.parametrize(
+        "retry_after", ["0", "Thu, 01 Jan 1970 00:00:00 GMT"], ids=["zero", "past"]
+    )
+    def test_retry_after_never_shortens_the_backoff(
+        self, collector: Collector, retry_after: str
+    ) -> None:
+        collector.script(*[Reply(503, {"Retry-After": retry_after})] * 4)
+        sleeper = Sleeper(FakeClock(1_767_225_600.0))
+        sink = HTTPSink(
+            collector.url(), sleep=sleeper, clock=sleeper.clock, backoff=1, deadline=60
+        )
+
+        sink.write(make_events(1))
+
+        steps = [1, 2, 4, 8]
+        assert len(steps) == len(sleeper.calls)
+        for step, delay in zip(steps, sleeper.calls, strict=True):
+            assert step / 2 <= delay <= step
+        assert 5 == len(collector.requests)
+        assert 1 == len(collector.unique_ids)
+
+    def test_retry_after_zero_in_the_spool_replay_keeps_the_backoff(
+        self, collector: Collector, tmp_path: Path
+    ) -> None:
+        collector.script(*[Reply(429, {"Retry-After": "0"})] * 4)
+        sleeper = Sleeper()
+        sink = HTTPSink(
+            collector.url(),
+            spool_dir=tmp_path,
+            sleep=sleeper,
+            clock=sleeper.clock,
+            backoff=1,
+        )
+
+        sink.write(make_events(1))  # the direct attempt fails: spooled
+        sink.flush(10)
+
+        # No wait after the direct attempt (Retry-After: 0), then the
+        # replay's 3 failures back off as usual.
+        assert 3 == len(sleeper.calls)
+        for step, delay in zip([1, 2, 4], sleeper.calls, strict=True):
+            assert step / 2 <= delay <= step
+        assert 5 == len(collector.requests)
+        assert 1 == len(collector.unique_ids)
+        sink.close(5)
+
     def test_parse_retry_after(self) -> None:
         assert parse_retry_after(None, 0.0) is None
         assert parse_retry_after("soon", 0.0) is None
@@ -1122,4 +1168,20 @@ class TestFailClosed:
 
         with pytest.raises(auditloop.AuditError, match="not spooled"):
             auditor.emit("payment.refund", target="payment:1")
+        auditor.shutdown(2)
+
+    def test_a_record_the_spool_refuses_is_counted_once(self, tmp_path: Path) -> None:
+        sink = HTTPSink(
+            _dead_url(),
+            spool_dir=tmp_path,
+            spool_max_bytes=100,
+            delivery=Delivery(mode="sync", on_error="raise"),
+        )
+        auditor = auditloop.Auditor(sinks=[sink], drop_report_interval=None)
+
+        with pytest.raises(auditloop.AuditError, match=r"1 not spooled \(spool_full\)"):
+            auditor.emit("payment.refund", target="payment:1")
+
+        # The engine counts the raised write; the spool must not count too.
+        assert {"sink_error": 1} == auditor.stats()["dropped"]
         auditor.shutdown(2)

@@ -314,6 +314,78 @@ class TestSpool:
         assert 3 == again.adopt()  # "b" was not acknowledged
         again.close()
 
+    def test_evicting_the_held_record_does_not_count_it_when_acked(
+        self, tmp_path: Path, drops: Counters
+    ) -> None:
+        # One segment (the spool is smaller than a segment): making room for
+        # "c" deletes it, with "a" in the replayer's hands and "b" behind it.
+        spool = Spool(tmp_path, 2500, drops)
+        spool.append(batch("a", n=3, size=300))
+        held = next_record(spool)
+        spool.append(batch("b", n=3, size=300))
+        spool.append(batch("c", n=3, size=300))
+
+        assert {"spool_full": 3} == drops.snapshot()  # "b" only
+        spool.ack(held)  # "a" was delivered
+        kept = drain(spool)
+
+        assert [batch("c", n=3, size=300)] == kept
+        assert {"spool_full": 3} == drops.snapshot()  # 3 + 3 + 3: each once
+        spool.close()
+
+    def test_evicted_held_record_is_counted_when_released_undelivered(
+        self, tmp_path: Path, drops: Counters
+    ) -> None:
+        spool = Spool(tmp_path, 2500, drops)
+        spool.append(batch("a", n=3, size=300))
+        held = next_record(spool)
+        spool.append(batch("b", n=3, size=300))
+        spool.append(batch("c", n=3, size=300))
+
+        spool.release(held, 2)  # one of "a" was delivered, two were not
+        spool.release(held)  # again: no effect
+
+        assert {"spool_full": 5} == drops.snapshot()
+        assert [batch("c", n=3, size=300)] == drain(spool)
+        spool.close()
+
+    def test_a_held_record_peeked_past_is_counted_once_if_evicted(
+        self, tmp_path: Path, drops: Counters
+    ) -> None:
+        spool = Spool(tmp_path, 2500, drops)
+        spool.append(batch("a", n=3, size=300))
+        next_record(spool)  # held, never sent (e.g. a Retry-After wait)
+        spool.append(batch("b", n=3, size=300))
+        spool.append(batch("c", n=3, size=300))
+
+        assert [batch("c", n=3, size=300)] == drain(spool)
+        assert {"spool_full": 6} == drops.snapshot()
+        spool.close()
+
+    def test_a_released_record_that_was_not_evicted_is_replayed(
+        self, tmp_path: Path, drops: Counters
+    ) -> None:
+        spool = Spool(tmp_path, 1 << 20, drops)
+        spool.append(batch("a"))
+        spool.release(next_record(spool))
+
+        assert [batch("a")] == drain(spool)
+        assert {} == drops.snapshot()
+        spool.close()
+
+    def test_a_refusal_is_described_instead_of_counted_for_fail_closed(
+        self, tmp_path: Path, drops: Counters
+    ) -> None:
+        spool = Spool(tmp_path, 100, drops)
+        lost: list[str] = []
+
+        assert spool.append(batch("big", n=2, size=200), lost) is False
+        spool.close()
+        assert spool.append(batch("late"), lost) is False
+
+        assert ["2 not spooled (spool_full)", "3 not spooled (closed)"] == lost
+        assert {} == drops.snapshot()
+
     def test_a_refused_write_leaves_no_torn_record(self, tmp_path: Path) -> None:
         # RLIMIT_FSIZE makes the kernel refuse to grow the file (EFBIG), as a
         # full disk would; the spool must count the batch and cut what was
@@ -448,6 +520,37 @@ class TestHTTPSinkSpool:
 
         assert [9.0] == sleeper.calls
         assert 2 == len(collector.unique_ids)
+        sink.close(5)
+
+    def test_eviction_during_a_replay_request_counts_each_event_once(
+        self, collector: Collector, tmp_path: Path
+    ) -> None:
+        # The replay request for batch 0 is held inside the collector while
+        # batches 1 and 2 fill the (one-segment) spool: making room evicts
+        # the segment holding batches 0 and 1, then batch 0 is accepted.
+        in_flight, release = threading.Event(), threading.Event()
+
+        def faults(n: int) -> Reply | None:
+            if n == 0:
+                return Reply(503)  # the direct attempt: batch 0 is spooled
+            if n == 1:
+                in_flight.set()
+                release.wait(20)
+            return None
+
+        collector.faults = faults
+        sink = fast_sink(collector.url(), tmp_path, spool_max_bytes=25_000)
+        batches = [make_events(10, pad="x" * 900) for _ in range(3)]
+        sink.write(batches[0])
+        assert in_flight.wait(20)
+        sink.write(batches[1])
+        sink.write(batches[2])
+        release.set()
+        sink.flush(10)
+
+        assert set(ids_of(batches[0] + batches[2])) == collector.unique_ids
+        assert {"spool_full": 10} == sink.drops.snapshot()  # batch 1 only
+        assert 30 == len(collector.unique_ids) + sum(sink.drops.snapshot().values())
         sink.close(5)
 
     def test_new_batches_queue_behind_the_backlog(

@@ -635,8 +635,9 @@ class HTTPSink:
     def _to_spool(
         self, spool: Spool, events: list[bytes], lost: list[str] | None
     ) -> None:
-        if not spool.append(events) and lost is not None:
-            lost.append(f"{len(events)} not spooled (see dropped)")
+        # Fail-closed (*lost* is a list): a refused batch is only described,
+        # as write() raises and the engine counts it (sink_error) — once.
+        spool.append(events, lost)
         self._start_replay()
         self._wake.set()
 
@@ -672,11 +673,20 @@ class HTTPSink:
                     continue
                 wait = self._resume_at - self._mono()
                 if wait > 0:
+                    spool.release(record)  # not sent: peeked again after
                     self._wait(wait)
                     self._resume_at = 0.0
                     continue  # re-check stop, and the spool, after waiting
-                if self._deliver(client, record.events, _REPLAY):
-                    break  # closing: the record stays on disk
+                try:
+                    rest = self._deliver(client, record.events, _REPLAY)
+                except BaseException:
+                    spool.release(record)
+                    raise
+                if rest:
+                    # Closing: the record stays on disk (or, if the spool
+                    # evicted it meanwhile, what is left is counted).
+                    spool.release(record, len(rest))
+                    break
                 spool.ack(record)
                 self._counts.incr("replayed", len(record.events))
                 with self._drained:
@@ -776,9 +786,11 @@ class HTTPSink:
                     self._resume_at = self._mono() + outcome.retry_after
                 return events
             attempt += 1
-            wait = outcome.retry_after
-            if wait is None:
-                wait = self._delay(attempt)
+            wait = self._delay(attempt)
+            if outcome.retry_after is not None:
+                # Retry-After may ask for longer than the backoff, never for
+                # less: "0" or a past date must not turn retries into a storm.
+                wait = max(wait, outcome.retry_after)
             if mode == _DEADLINE:
                 if (
                     self._failing

@@ -20,6 +20,12 @@ can take (their owner is gone), oldest first. A record is acknowledged only
 after the receiver answered 2xx (or refused it for good, counted); fully
 acknowledged segments are deleted. When ``max_bytes`` would be exceeded the
 oldest segments are deleted and their events counted as ``spool_full``.
+
+Every spooled event is counted exactly once: delivered (acknowledged) or
+dropped with a reason. The record the replayer holds (from :meth:`Spool.peek`
+until :meth:`Spool.ack` or :meth:`Spool.release`) may be in a request right
+now, so evicting its segment does not count its events: they are counted
+(``spool_full``) only if the replayer then releases it undelivered.
 """
 
 from __future__ import annotations
@@ -87,9 +93,13 @@ class _Segment:
 
 
 class Record:
-    """One spooled batch, as handed to the replayer; ack it with :meth:`Spool.ack`."""
+    """One spooled batch, as handed to the replayer.
 
-    __slots__ = ("end", "events", "offset", "segment")
+    End it with :meth:`Spool.ack` (delivered, or dropped and counted) or
+    :meth:`Spool.release` (not delivered).
+    """
+
+    __slots__ = ("end", "events", "evicted", "offset", "segment")
 
     def __init__(
         self, segment: _Segment, offset: int, end: int, events: list[bytes]
@@ -98,6 +108,9 @@ class Record:
         self.offset = offset
         self.end = end
         self.events = events
+        #: Its segment was deleted (spool full) while the replayer held it;
+        #: its events are not counted yet (see :meth:`Spool.release`).
+        self.evicted = False
 
 
 class Spool:
@@ -143,6 +156,8 @@ class Spool:
         self._bytes = 0
         self._pending = 0
         self._closed = False
+        # The record handed out by peek() and not yet acked or released.
+        self._held: Record | None = None
         #: Events appended since construction (or fork).
         self.spooled = 0
 
@@ -278,25 +293,33 @@ class Spool:
 
     # -- writing ---------------------------------------------------------------
 
-    def append(self, events: Sequence[bytes]) -> bool:
-        """Write *events* as one record; return False if it was dropped (counted).
+    def append(self, events: Sequence[bytes], lost: list[str] | None = None) -> bool:
+        """Write *events* as one record; return False if it was refused.
 
-        Makes room by deleting the oldest segments (``spool_full``).
+        Makes room by deleting the oldest segments (their events counted as
+        ``spool_full``, except those of the record the replayer holds: see
+        :meth:`release`). Thread-safe; never raises.
+
+        Args:
+            events: the batch, one encoded event each.
+            lost: when a list (fail-closed callers, which raise instead), a
+                refused batch is described there (``"3 spool_full"``) and
+                not counted; otherwise it is counted in ``drops``
+                (``closed``, ``spool_full`` or ``spool_error``).
+
+        Returns:
+            True once the record is written (not yet fsynced: see :meth:`sync`).
         """
         payload = b"\n".join(events)
         header = _HEADER.pack(_MAGIC, len(events), len(payload), zlib.crc32(payload))
         need = len(header) + len(payload)
         with self._lock:
             if self._closed:
-                self.drops.incr("closed", len(events))
-                return False
+                return self._refuse("closed", len(events), lost)
             if need > self.max_bytes:
-                self.drops.incr("spool_full", len(events))
-                return False
+                return self._refuse("spool_full", len(events), lost)
             while self._segments and self._bytes + need > self.max_bytes:
-                oldest = self._segments[0]
-                self.drops.incr("spool_full", oldest.pending)
-                self._retire(oldest)
+                self._evict(self._segments[0])
             try:
                 segment, fd = self._writable()
                 before = segment.size
@@ -310,14 +333,41 @@ class Spool:
                         os.ftruncate(fd, before)
                     raise
             except OSError:
-                self.drops.incr("spool_error", len(events))
-                return False
+                return self._refuse("spool_error", len(events), lost)
             segment.size += need
             segment.pending += len(events)
             self._bytes += need
             self._pending += len(events)
             self.spooled += len(events)
             return True
+
+    def _refuse(self, reason: str, n: int, lost: list[str] | None) -> bool:
+        # Counted here or described for the caller to raise, never both: a
+        # fail-closed engine counts the raised write itself (sink_error).
+        if lost is None:
+            self.drops.incr(reason, n)
+        else:
+            lost.append(f"{n} not spooled ({reason})")
+        return False
+
+    def _evict(self, segment: _Segment) -> None:
+        """Delete *segment* to make room, counting its events ``spool_full``.
+
+        The held record's events are left out of the count: its request may
+        succeed. It is marked evicted, and counted only if released.
+        """
+        held = self._held
+        dropped = segment.pending
+        if (
+            held is not None
+            and held.segment is segment
+            and held.offset == segment.offset
+            and not held.evicted
+        ):
+            held.evicted = True
+            dropped -= len(held.events)
+        self.drops.incr("spool_full", dropped)
+        self._retire(segment)
 
     def _writable(self) -> tuple[_Segment, int]:
         active = self._active
@@ -352,13 +402,20 @@ class Spool:
     # -- reading ---------------------------------------------------------------
 
     def peek(self) -> Record | None:
-        """Return the oldest unacknowledged record, or None when all are."""
+        """Return the oldest unacknowledged record, or None when all are.
+
+        The record is *held* until :meth:`ack` or :meth:`release`; there is
+        one replayer, so peeking again releases a record still held.
+        """
         with self._lock:
+            if self._held is not None:
+                self._release_locked(self._held, len(self._held.events))
             # Fully acknowledged segments are retired at once, so the first
             # segment always starts with an unacknowledged record.
             while self._segments:
                 record = self._read(self._segments[0])
                 if record is not None:
+                    self._held = record
                     return record
             return None
 
@@ -388,16 +445,43 @@ class Spool:
         return record
 
     def ack(self, record: Record) -> None:
-        """Forget *record* for good (it was delivered, or dropped and counted)."""
+        """Forget *record* for good (it was delivered, or dropped and counted).
+
+        An evicted record counts nothing more: its events were delivered.
+        Thread-safe; never raises.
+        """
         with self._lock:
+            if self._held is record:
+                self._held = None
+            record.evicted = False  # delivered: never counted as dropped
             self._ack_locked(record, len(record.events))
+
+    def release(self, record: Record, undelivered: int | None = None) -> None:
+        """Give back a held *record* that was not (fully) delivered.
+
+        It stays on disk to be replayed again, unless the spool evicted it
+        meanwhile: then its *undelivered* events (default: all) are lost and
+        counted as ``spool_full`` now. Thread-safe; never raises.
+        """
+        with self._lock:
+            n = len(record.events) if undelivered is None else undelivered
+            self._release_locked(record, n)
+
+    def _release_locked(self, record: Record, undelivered: int) -> None:
+        if self._held is record:
+            self._held = None
+        if record.evicted:
+            record.evicted = False  # count once, however often released
+            self.drops.incr("spool_full", undelivered)
 
     def _ack_locked(self, record: Record, count: int) -> None:
         segment = record.segment
         if self._closed:
             return  # the directory may belong to another process by now
         if segment.offset != record.offset or segment not in self._segments:
-            return  # dropped meanwhile (spool_full) or already acknowledged
+            # Already acknowledged, or evicted meanwhile: its events were
+            # then left uncounted (see _evict), and are now delivered.
+            return
         segment.offset = record.end
         segment.pending -= count
         self._pending -= count
