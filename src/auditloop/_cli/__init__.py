@@ -39,7 +39,7 @@ exit codes: 0 ok, 1 findings (integrity problems, alerts with
 
 EXAMPLES = """\
 examples:
-  auditloop demo                            the whole loop in ~20 seconds
+  auditloop demo                            the whole loop in ~12 seconds
   auditloop tail -f audit.jsonl             watch events as they happen
   auditloop query audit.jsonl --actor alice --since 1h
   auditloop summary audit.jsonl*
