@@ -638,3 +638,178 @@ class TestEdges:
         result = verify(path, key={"k1": KEY})
 
         assert ["wrong_key"] == [f.kind for f in result.findings]
+
+
+def record(action: str, attributes: dict[str, Any], **fields: Any) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "0190-app",
+            "time": "2026-01-01T00:00:00.000000Z",
+            "action": action,
+            "outcome": "success",
+            "actor": {"id": "user-1", "type": "user"},
+            **fields,
+            "attributes": attributes,
+            "schema": "auditloop/1",
+        }
+    )
+
+
+SYSTEM_ACTOR = {"id": "auditloop", "type": "system"}
+
+
+def rotated(directory: Path, name: str = "audit.jsonl") -> list[Path]:
+    """The rotated files of *name*, oldest (highest number) first."""
+    files = directory.glob(name + ".*")
+    return sorted(files, key=lambda p: -int(p.name.rsplit(".", 1)[1]))
+
+
+class TestRetentionExcuse:
+    """Only the sink's own ``auditloop.retention`` record excuses a late start."""
+
+    @pytest.mark.parametrize(
+        ("action", "extra", "fields"),
+        [
+            # an app event whose payload merely mentions the action
+            ("webhook.received", {"payload": {"action": "auditloop.retention"}}, {}),
+            # the action, but not from the system actor
+            ("auditloop.retention", {}, {"category": "system"}),
+            # the action and actor, but not the system category
+            ("auditloop.retention", {}, {"actor": SYSTEM_ACTOR}),
+        ],
+    )
+    def test_a_lookalike_record_does_not_excuse_a_deleted_oldest_file(
+        self,
+        tmp_path: Path,
+        action: str,
+        extra: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        sink = sinks.FileSink(path, chain=True, key=KEY, max_bytes=3000, backups=50)
+        for i in range(30):
+            sink.write([event(i)])
+        first_kept = orjson.loads(rotated(tmp_path)[1].read_bytes().splitlines()[0])
+        attributes = {"first_seq": first_kept["seq"], **extra}
+        sink.write([record(action, attributes, **fields)])
+        sink.close()
+        oldest, second = rotated(tmp_path)[:2]
+        oldest.unlink()
+
+        result = verify(path, key=KEY)
+
+        assert [("missing_file", second.name, 1)] == found(result)
+        assert "no auditloop.retention record" in result.findings[0].message
+
+    def test_the_sinks_own_retention_record_excuses_the_start(
+        self, tmp_path: Path
+    ) -> None:
+        path = make_trail(tmp_path, 60, max_bytes=3000, retain_files=2)
+        first = orjson.loads(rotated(tmp_path)[0].read_bytes().splitlines()[0])
+
+        assert first["seq"] > 1
+        assert verify(path, key=KEY).ok
+
+
+class TestReviewedEdges:
+    def test_a_splice_behind_a_garbage_line_is_a_broken_link(
+        self, tmp_path: Path
+    ) -> None:
+        one = make_trail(tmp_path, 20)
+        two = tmp_path / "other.jsonl"  # another host: same key, other records
+        sink = sinks.FileSink(two, chain=True, key=KEY)
+        sink.write([event(500 + i) for i in range(20)])
+        sink.close()
+        path = tmp_path / "spliced.jsonl"
+        head, tail = one.read_bytes().splitlines()[:10], two.read_bytes().splitlines()
+        rewrite(path, [*head, b'{"id":"0190-0000', *tail[10:]])
+
+        result = verify(path, key=KEY)
+
+        assert [
+            ("torn", "spliced.jsonl", 11),
+            ("broken_link", "spliced.jsonl", 12),
+        ] == found(result)
+
+    def test_a_name_ending_in_digits_brings_its_own_rotated_files(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.20260101"
+        sink = sinks.FileSink(path, chain=True, key=KEY, max_bytes=3000)
+        for i in range(30):
+            sink.write([event(i)])
+        sink.close()
+
+        result = verify(path, key=KEY)
+        given = verify(sorted(tmp_path.iterdir()), key=KEY)
+
+        assert [] == list(result.findings)
+        assert len(result.files) >= 3
+        assert str(path) == result.files[-1]
+        assert result.files == given.files
+        assert given.ok
+
+    def test_an_anchor_removed_by_recorded_retention_is_no_mismatch(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        sink = sinks.FileSink(path, chain=True, key=KEY, max_bytes=3000, retain_files=1)
+        sink.write([event(0)])
+        anchor = chain_head(path)
+        for i in range(1, 30):
+            sink.write([event(i)])
+        sink.close()
+        first = orjson.loads(rotated(tmp_path)[0].read_bytes().splitlines()[0])
+
+        result = verify(path, key=KEY, expected_head=anchor)
+
+        assert 1 == anchor["count"]  # type: ignore[index]
+        assert first["seq"] > 1  # retention deleted the anchor's record
+        assert [] == list(result.findings)
+
+    def test_an_emptied_rotated_file_is_not_called_missing(
+        self, tmp_path: Path
+    ) -> None:
+        path = make_trail(tmp_path, 60, max_bytes=3000, backups=50)
+        (tmp_path / "audit.jsonl.2").write_bytes(b"")
+
+        result = verify(path, key=KEY)
+
+        assert [("deleted", "audit.jsonl.1", 1)] == found(result)
+        message = result.findings[0].message
+        assert "audit.jsonl.2 exists but holds none of them" in message
+        assert "is missing" not in message
+
+    def test_crlf_line_endings_are_one_modified_finding_per_file(
+        self, tmp_path: Path
+    ) -> None:
+        path = make_trail(tmp_path, 20)
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+        result = verify(path, key=KEY)
+
+        assert [("modified", "audit.jsonl", 1)] == found(result)
+        assert "20 lines end with CR" in result.findings[0].message
+        assert 20 == result.head["count"]  # type: ignore[index]
+
+    def test_a_cr_on_one_line_says_so(self, tmp_path: Path) -> None:
+        path = make_trail(tmp_path, 20)
+        lines = path.read_bytes().splitlines()
+        lines[9] += b"\r"
+        rewrite(path, lines)
+
+        result = verify(path, key=KEY)
+
+        assert [("modified", "audit.jsonl", 10)] == found(result)
+        assert "this line ends with CR" in result.findings[0].message
+
+    def test_an_unchained_trail_with_a_torn_line_is_unchained(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "plain.jsonl"
+        rewrite(path, [event(0), b'{"id":"0190-00', event(2)])
+
+        result = verify(path, key=KEY)
+
+        assert [("unchained", "plain.jsonl", 1)] == found(result)
+        assert "1 of these lines are not JSON records" in result.findings[0].message

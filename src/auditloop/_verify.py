@@ -58,6 +58,7 @@ _PREV_MEMBER: Final = b',"prev":"'
 _SEQ_MEMBER: Final = b',"seq":'
 _KEY_ID_MEMBER: Final = b',"key_id":"'
 _RETENTION: Final = b'"action":"auditloop.retention"'
+_SYSTEM_ACTOR: Final = {"id": "auditloop", "type": "system"}
 _RUN_LIMIT: Final = 10_000  # failing lines remembered one by one
 
 PathArg = str | os.PathLike[str]
@@ -144,15 +145,18 @@ def _expand(paths: PathArg | Iterable[PathArg]) -> list[_File]:
 
     A path that is not itself a rotated name (``x.N``/``x.N.gz``) brings its
     existing rotated siblings along, so ``verify("audit.jsonl")`` checks the
-    whole trail.
+    whole trail. A name like ``audit.20260101`` is a rotated file only when
+    its base (``audit``) is given or exists, or when it has no rotated
+    siblings of its own; otherwise it is a trail's active file.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    given_paths = [Path(raw) for raw in paths]
+    given = set(given_paths)
     groups: dict[Path, dict[tuple[int, str], _File]] = {}
-    for raw in paths:
-        path = Path(raw)
+    for path in given_paths:
         match = _ROTATED.match(path.name)
-        if match:
+        if match and _is_rotated(path, path.with_name(match["base"]), given):
             base = path.with_name(match["base"])
             entry = _File(path, base, int(match["n"]))
             groups.setdefault(base, {})[(entry.number, path.name)] = entry
@@ -175,6 +179,23 @@ def _expand(paths: PathArg | Iterable[PathArg]) -> list[_File]:
     for group in groups.values():
         files.extend(group[k] for k in sorted(group, key=lambda k: (-k[0], k[1])))
     return files
+
+
+def _is_rotated(path: Path, base: Path, given: set[Path]) -> bool:
+    """Whether *path*, named ``base.N``, is a rotated file of *base*."""
+    if base in given or base.exists():
+        return True
+    prefix = path.name + "."
+    try:
+        names = [entry.name for entry in path.parent.iterdir()]
+    except OSError:
+        return True
+    for name in names:
+        if name.startswith(prefix):
+            sibling = _ROTATED.match(name)
+            if sibling and sibling["base"] == path.name:
+                return False  # it has rotated files of its own: an active file
+    return True
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -327,6 +348,8 @@ class _Verifier:
             return
         lineno = 0
         records = 0
+        cr_lines = 0
+        cr_first = 0
         hasher = self.hasher
         # The hot loop: offsets instead of slices where possible, and the
         # common case (the next link, where it belongs) handled inline.
@@ -338,6 +361,15 @@ class _Verifier:
                     n = len(raw) - terminated
                     if not n:
                         continue
+                    if raw[n - 1] == 0x0D:
+                        # auditloop never writes a CR: a line ending was
+                        # converted. Reported once per file; the record
+                        # itself is still checked without it.
+                        n -= 1
+                        cr_lines += 1
+                        cr_first = cr_first or lineno
+                        if not n:
+                            continue
                     records += 1
                     seq = -1
                     if (
@@ -381,6 +413,16 @@ class _Verifier:
         self.records += records
         if lineno:
             self.last_line = (index, lineno)
+        if cr_lines:
+            lines = "this line ends" if cr_lines == 1 else f"{cr_lines} lines end"
+            self.add(
+                index,
+                cr_first,
+                "modified",
+                f"{lines} with CR (\\r\\n line endings, which auditloop never "
+                "writes): the file was rewritten, e.g. by a line-ending "
+                "conversion; the records were checked without the CR",
+            )
 
     def hasher_for(self, line: bytes, seq_start: int) -> Hasher | None:
         key_id = _key_id(line, seq_start)
@@ -398,7 +440,9 @@ class _Verifier:
         elif seq == last + 1:
             if self.run:
                 self.settle_run(slots=0)
-            else:
+            if prev != self.head:
+                # Checked after a run too: lines between two trails spliced
+                # together must not hide the splice.
                 hf, hl = self.head_at
                 self.add(
                     file,
@@ -477,12 +521,25 @@ class _Verifier:
             self.expected_seen = (file, line, digest == head)
 
     def note_retention(self, raw: bytes) -> None:
+        """Remember where a trusted ``auditloop.retention`` record says the
+        kept trail starts.
+
+        Only the record the sink writes counts: top-level ``action``
+        ``auditloop.retention``, ``category`` ``system`` and the system actor
+        (an application event merely mentioning that action does not).
+        """
         try:
             record = orjson.loads(raw)
+            if (
+                record["action"] != "auditloop.retention"
+                or record.get("category") != "system"
+                or record["actor"] != _SYSTEM_ACTOR
+            ):
+                return
             first = record["attributes"]["first_seq"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return
-        if isinstance(first, int):
+        if isinstance(first, int) and not isinstance(first, bool):
             self.retained_from.add(first)
 
     # -- failed lines ------------------------------------------------------------
@@ -580,7 +637,7 @@ class _Verifier:
                 "count": self.seq,
                 "head": self.head.decode(),
             }
-            line = self.head_line.rstrip(b"\n")
+            line = self.head_line.rstrip(b"\r\n")
             key_id = _key_id(line, line.rfind(_SEQ_MEMBER, 0, len(line) - 149))
             if key_id is not None:
                 head["key_id"] = key_id
@@ -613,13 +670,19 @@ class _Verifier:
         first = run[0]
         count = len(run) + self.run_extra
         if self.seq is None:
-            if all(entry.form == "json" for entry in run):
+            if all(entry.form != "chain" for entry in run):
+                damaged = sum(entry.form == "garbage" for entry in run)
+                also = (
+                    f" ({damaged} of these lines are not JSON records)"
+                    if damaged
+                    else ""
+                )
                 self.add(
                     first.file,
                     first.line,
                     "unchained",
-                    f"{count} records carry no integrity chain (seq/prev/hash): "
-                    "was the FileSink created with chain=True?",
+                    f"{count} records carry no integrity chain (seq/prev/hash)"
+                    f"{also}: was the FileSink created with chain=True?",
                 )
             else:
                 self.add(first.file, first.line, "wrong_key", self.wrong_key(first))
@@ -670,32 +733,68 @@ class _Verifier:
     def report_gap(self, gap: _Gap) -> None:
         count = gap.hi - gap.lo + 1
         seqs = f"seq {gap.lo}" if count == 1 else f"seq {gap.lo}..{gap.hi}"
-        missing = self.missing_between(gap.prev_file, gap.file)
+        plural = "record is" if count == 1 else "records are"
+        missing, present = self.files_between(gap.prev_file, gap.file)
+        # Only a rotated file that is really absent is called missing; one
+        # that exists but holds none of the records was emptied or replaced.
+        held = ""
+        if present:
+            verb = "exists" if len(present) == 1 else "exist"
+            held = (
+                f"{', '.join(present)} {verb} but hold"
+                f"{'s' if len(present) == 1 else ''} none of them "
+                "(emptied, or replaced by other records)"
+            )
         if missing:
+            verb = "is" if len(missing) == 1 else "are"
             self.add(
                 gap.file,
                 gap.line,
                 "missing_file",
-                f"{count} records ({seqs}) are missing before this line: "
-                f"{', '.join(missing)} is missing",
+                f"{count} {plural} missing before this line ({seqs}): "
+                f"{', '.join(missing)} {verb} missing" + (f"; {held}" if held else ""),
             )
             return
-        plural = "record is" if count == 1 else "records are"
         self.add(
             gap.file,
             gap.line,
             "deleted",
-            f"{count} {plural} missing before this line ({seqs})",
+            f"{count} {plural} missing before this line ({seqs})"
+            + (f": {held}" if held else ""),
         )
 
-    def missing_between(self, older: int, newer: int) -> list[str]:
+    def files_between(self, older: int, newer: int) -> tuple[list[str], list[str]]:
+        """Rotated files numbered between two files of one trail.
+
+        Returns:
+            ``(missing, present)``: the names that would hold the records
+            between *older* and *newer* and do not exist, and the files
+            checked that lie between them (which then hold none of them).
+        """
         if older == newer:
-            return []
+            return [], []
         a, b = self.files[older], self.files[newer]
         if a.base != b.base or a.number - b.number <= 1:
-            return []
+            return [], []
+        have = {f.number: str(f.path) for f in self.files if f.base == a.base}
         suffix = ".gz" if a.path.suffix == ".gz" else ""
-        return [f"{a.base}.{n}{suffix}" for n in range(a.number - 1, b.number, -1)]
+        missing: list[str] = []
+        present: list[str] = []
+        for n in range(a.number - 1, b.number, -1):
+            if n in have:
+                present.append(have[n])
+            else:
+                missing.append(f"{a.base}.{n}{suffix}")
+        return missing, present
+
+    def retained_before(self, seq: int) -> bool:
+        """Whether recorded retention removed *seq*: it lies before the
+        trail's start, and an ``auditloop.retention`` record excuses that
+        start."""
+        if self.start is None:
+            return False
+        start = self.start[0]
+        return seq < start and start in self.retained_from
 
     def check_start(self) -> None:
         if self.start is None:
@@ -731,6 +830,10 @@ class _Verifier:
             return
         file, line = self.last_line
         last = self.seq if self.seq is not None else 0
+        if count is not None and self.retained_before(count):
+            # The anchor's record was deleted by recorded retention: the trail
+            # it anchored still verifies from where retention says it starts.
+            return
         if count is not None and count <= last:
             self.add(
                 file,

@@ -67,9 +67,10 @@ def expand_paths(names: Sequence[str]) -> list[Path]:
 
     Each name also brings its rotated files (``NAME.N`` and ``NAME.N.gz``);
     names of rotated files given explicitly (a shell glob) join their base's
-    group. Within a group files come oldest first (highest ``N``, then the
-    live file); groups keep the order of their first mention; duplicates
-    are read once.
+    group (a ``NAME.N`` that has rotated files of its own while ``NAME``
+    does not exist is a trail of its own). Within a group files come oldest
+    first (highest ``N``, then the live file); groups keep the order of
+    their first mention; duplicates are read once.
 
     Raises:
         CLIError: when a name is a directory, or neither it nor any rotated
@@ -81,7 +82,7 @@ def expand_paths(names: Sequence[str]) -> list[Path]:
         if path.is_dir():
             raise CLIError(f"{name}: is a directory, not an audit file")
         match = _ROTATED.match(path.name)
-        if match and path.exists():
+        if match and path.exists() and _is_rotated(path, match["base"], names):
             base = str(path.with_name(match["base"]))
             groups.setdefault(base, {})[path] = (int(match["n"]), bool(match["gz"]))
             continue
@@ -103,6 +104,19 @@ def expand_paths(names: Sequence[str]) -> list[Path]:
                 seen.add(key)
                 files.append(path)
     return files
+
+
+def _is_rotated(path: Path, base_name: str, names: Sequence[str]) -> bool:
+    """Whether *path*, named ``BASE.N``, is a rotated file rather than a trail.
+
+    It is, when BASE exists or is named too, or when *path* has no rotated
+    files of its own; ``audit.20260101`` beside ``audit.20260101.1`` and no
+    ``audit`` is the active file of its own trail.
+    """
+    base = path.with_name(base_name)
+    if base.exists() or any(Path(name) == base for name in names):
+        return True
+    return not _rotated_siblings(path)
 
 
 class _Sibling:

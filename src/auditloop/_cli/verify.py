@@ -17,7 +17,15 @@ from auditloop._cli._common import (
 )
 from auditloop._cli._format import dumps_safe, short
 
-__all__ = ["Finding", "Verdict", "check_integrity", "read_key", "register", "run"]
+__all__ = [
+    "Finding",
+    "Verdict",
+    "check_integrity",
+    "read_key",
+    "read_key_forms",
+    "register",
+    "run",
+]
 
 EXAMPLES = """\
 examples:
@@ -47,7 +55,9 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--key-file",
         metavar="K",
-        help="file holding the HMAC key (its bytes, without a trailing newline)",
+        help="file holding the HMAC key: its bytes, less one trailing newline "
+        "(\\n or \\r\\n) if there is one; should the key not verify that way, "
+        "the file's exact bytes are tried too",
     )
     parser.add_argument(
         "--expected-head",
@@ -59,18 +69,40 @@ def register(commands: Any) -> None:
 
 
 def read_key(name: str) -> bytes:
-    """Return the key stored in file *name*, without its trailing newline.
+    """Return the key stored in file *name*, less one trailing newline.
+
+    At most one ``\\n`` or ``\\r\\n`` is removed (what ``echo`` or an editor
+    adds to a text key); any other byte, including more line breaks, is part
+    of the key. Use :func:`read_key_forms` to also get the exact bytes.
+
+    Raises:
+        CLIError: when the file cannot be read or is empty.
+    """
+    return read_key_forms(name)[0]
+
+
+def read_key_forms(name: str) -> tuple[bytes, ...]:
+    """Return the ways to read the key in file *name*, most likely first.
+
+    A raw binary key may itself end in a newline byte, so when the file
+    ends with one the exact bytes follow the key without it.
 
     Raises:
         CLIError: when the file cannot be read or is empty.
     """
     try:
-        key = Path(name).read_bytes().rstrip(b"\r\n")
+        data = Path(name).read_bytes()
     except OSError as exc:
         raise CLIError(f"{name}: cannot read key file: {exc.strerror or exc}") from None
+    if data.endswith(b"\r\n"):
+        key = data[:-2]
+    elif data.endswith(b"\n"):
+        key = data[:-1]
+    else:
+        key = data
     if not key:
         raise CLIError(f"{name}: the key file is empty")
-    return key
+    return (key, data) if key != data else (key,)
 
 
 class Finding:
@@ -124,13 +156,26 @@ class Verdict:
 
 
 def check_integrity(
-    paths: Sequence[Path], key: bytes | None, expected_head: str | None = None
+    paths: Sequence[Path],
+    key: bytes | None,
+    expected_head: str | None = None,
+    *,
+    other_keys: Sequence[bytes] = (),
 ) -> Verdict:
     """Verify the chain of *paths* and turn the result into a Verdict.
 
     Besides ``"ok"`` and ``"failed"``, the status is ``"unchained"`` when
-    the records carry no chain at all and ``"needs_key"`` when the chain is
-    keyed but no key was given: neither is evidence of tampering.
+    no record carries a chain and ``"needs_key"`` when the chain is keyed
+    but no key was given: neither is evidence of tampering. Every finding
+    is kept, whatever the status. Blocking: reads every file once (once
+    more per key in *other_keys* tried).
+
+    Args:
+        paths: the files, in trail order.
+        key: the HMAC key, or None.
+        expected_head: a head hash kept elsewhere, or None.
+        other_keys: other readings of the key (see :func:`read_key_forms`),
+            tried in order while the result is ``wrong_key``.
 
     Raises:
         CLIError: for an invalid *expected_head*.
@@ -138,10 +183,15 @@ def check_integrity(
     from auditloop._verify import verify as verify_trail
     from auditloop.exceptions import ConfigurationError
 
+    names = [str(p) for p in paths]
     try:
-        result = verify_trail(
-            [str(p) for p in paths], key=key, expected_head=expected_head
-        )
+        result = verify_trail(names, key=key, expected_head=expected_head)
+        for other in other_keys:
+            if not any(f.kind == "wrong_key" for f in result.findings):
+                break
+            retry = verify_trail(names, key=other, expected_head=expected_head)
+            if not any(f.kind == "wrong_key" for f in retry.findings):
+                result = retry
     except ConfigurationError as exc:
         raise CLIError(str(exc)) from None
     findings = [
@@ -160,13 +210,15 @@ def check_integrity(
             details,
         )
     keyless = key is None and kinds == {"wrong_key"}
-    if kinds == {"unchained"} or not _has_chain(paths):
+    # Judged from the whole trail: a chain that starts late (chain=True
+    # turned on later) is still a chain, and its findings are shown.
+    if result.head is None and "unchained" in kinds:
         return Verdict(
             "unchained",
             "Not chained: the records carry no integrity chain "
             "(FileSink(chain=True) adds one), so tampering cannot be detected.",
             "not chained",
-            findings if kinds == {"unchained"} else (),
+            findings,
             details,
         )
     if keyless:
@@ -187,23 +239,6 @@ def check_integrity(
     )
 
 
-def _has_chain(paths: Sequence[Path], sample: int = 1000) -> bool:
-    """Whether any of the first *sample* readable records carries a hash."""
-    from auditloop._reader import scan_records
-
-    seen = 0
-    try:
-        for record in scan_records(paths, on_error=lambda _: None):
-            if "hash" in record:
-                return True
-            seen += 1
-            if seen >= sample:
-                break
-    except (OSError, EOFError, ValueError):
-        pass
-    return False
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``verify``.
 
@@ -211,8 +246,8 @@ def run(args: argparse.Namespace) -> int:
         0 when intact, 1 on any finding, 2 on bad input.
     """
     paths = expand_paths(args.files)
-    key = read_key(args.key_file) if args.key_file else None
-    verdict = check_integrity(paths, key, args.expected_head)
+    keys = read_key_forms(args.key_file) if args.key_file else (None,)
+    verdict = check_integrity(paths, keys[0], args.expected_head, other_keys=keys[1:])
     if args.json:
         sys.stdout.buffer.write(dumps_safe(verdict.to_dict()) + b"\n")
     else:
