@@ -437,8 +437,8 @@ class TestConfiguration:
             ({"chain": True, "key": KEY, "key_id": "a b"}, "FileSink: key_id must"),
             ({"chain": "yes"}, "FileSink: chain must be True or False"),
             (
-                {"chain": True, "checkpoint_every": 0},
-                "FileSink: checkpoint_every must be an integer >= 1",
+                {"chain": True, "checkpoint_every": 1},
+                "FileSink: checkpoint_every must be an integer >= 2",
             ),
             (
                 {"chain": True, "checkpoint_interval": -1},

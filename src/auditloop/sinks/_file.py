@@ -106,7 +106,8 @@ class FileSink:
         key: HMAC key (bytes or str) for the chain; without it the chain uses
             plain SHA-256 (detects accidents, not forgers).
         key_id: identifies *key* in each record (for key rotation).
-        checkpoint_every: records between checkpoints (default 10,000).
+        checkpoint_every: records between checkpoints (default 10,000; at
+            least 2).
         checkpoint_interval: seconds between checkpoints (default 300).
         retain_days: delete rotated files older than this many days.
         retain_files: rotated files kept (the same as *backups*; give one).
@@ -226,7 +227,9 @@ class FileSink:
         if key_id is not None and key_bytes is None:
             raise ConfigurationError("FileSink: key_id needs a key")
         if checkpoint_every is not None:
-            _count("checkpoint_every", checkpoint_every, 1)
+            # At least 2: a checkpoint is a record too, so with 1 each
+            # checkpoint would be due again at once, forever.
+            _count("checkpoint_every", checkpoint_every, 2)
         if checkpoint_interval is not None:
             _seconds("checkpoint_interval", checkpoint_interval)
         if not chain:
