@@ -813,3 +813,37 @@ class TestReviewedEdges:
 
         assert [("unchained", "plain.jsonl", 1)] == found(result)
         assert "1 of these lines are not JSON records" in result.findings[0].message
+
+
+class TestChainStartedLate:
+    def test_records_from_before_chain_true_are_one_finding(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        plain = sinks.FileSink(path)
+        plain.write([event(i) for i in range(50)])
+        plain.close()
+        make_trail(tmp_path, 5)  # the same file, now with chain=True
+
+        result = verify(path, key=KEY)
+
+        assert [("unchained", "audit.jsonl", 1)] == found(result)
+        assert "50 records before the chain starts" in result.findings[0].message
+        assert 5 == result.head["count"]  # type: ignore[index]
+
+    def test_tampering_after_the_start_is_still_reported(self, tmp_path: Path) -> None:
+        path = tmp_path / "audit.jsonl"
+        plain = sinks.FileSink(path)
+        plain.write([event(i) for i in range(3)])
+        plain.close()
+        make_trail(tmp_path, 5)
+        lines = path.read_bytes().splitlines()
+        lines[5] = lines[5].replace(b"document.read", b"document.wipe")
+        rewrite(path, lines)
+
+        result = verify(path, key=KEY)
+
+        assert [
+            ("unchained", "audit.jsonl", 1),
+            ("modified", "audit.jsonl", 6),
+        ] == found(result)

@@ -473,6 +473,25 @@ class _Verifier:
 
     def first_trusted(self, seq: int, prev: bytes, file: int, line: int) -> None:
         pending = len(self.run) + self.run_extra
+        if (
+            seq == 1
+            and prev == GENESIS
+            and self.run
+            and all(entry.form == "json" for entry in self.run)
+        ):
+            # Records from before the sink had chain=True: one finding,
+            # not one "inserted" per line.
+            oldest, self.run, self.run_extra = self.run[0], [], 0
+            self.add(
+                oldest.file,
+                oldest.line,
+                "unchained",
+                f"{pending} records before the chain starts carry no "
+                "integrity chain (written before chain=True?): they cannot "
+                "be verified",
+            )
+            self.start = (1, file, line)
+            return
         slots = min(pending, seq - 1)
         first = self.run[0] if self.run else None
         self.settle_run(slots=slots)
