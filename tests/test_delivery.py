@@ -167,6 +167,18 @@ class TestFailingSink:
         assert {"RaisingSink": {"sink_error": 2}} == report.attributes["dropped"]
         assert {"RaisingSink": {"sink_error": 2}} == report.attributes["total"]
 
+    def test_reports_about_a_failing_sink_do_not_keep_shutdown_busy(self) -> None:
+        # Each report fails to be written too, which is a new drop to report.
+        failing = RaisingSink(Delivery(flush_interval=0.01))
+        auditor = auditloop.Auditor(sinks=[failing], drop_report_interval=0)
+        auditor.emit("a")
+        wait_until(lambda: failing.writes >= 2)  # a report was attempted
+
+        assert auditor.shutdown(WAIT)
+        worker = auditor.deliveries[0]._worker  # type: ignore[union-attr]
+        assert worker is not None
+        assert not worker.is_alive()
+
     def test_reports_are_rate_limited(self, make: Any) -> None:
         memory = sinks.MemorySink()
         failing = RaisingSink(Delivery(mode="sync"))

@@ -296,7 +296,6 @@ class AsyncDelivery(_BaseDelivery):
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._closed = False
-        self._close_started = False
         self._inflight = 0
 
     # -- producer side -------------------------------------------------------
@@ -352,9 +351,11 @@ class AsyncDelivery(_BaseDelivery):
         return True
 
     def _draining_own(self) -> bool:
-        """True for the writer thread putting its sink's own events (checkpoint,
-        retention) while it drains after ``shutdown()``: it drains them too."""
-        return self._is_writer_thread() and not self._close_started
+        """True for events the sink itself records from inside ``write()``
+        (checkpoint, retention) while the writer drains after ``shutdown()``:
+        it writes them too. Not for its idle hook's reports, which could
+        otherwise keep a failing writer busy forever."""
+        return self._inflight > 0 and self._is_writer_thread()
 
     def _worker_alive(self) -> bool:
         worker = self._worker
@@ -433,7 +434,6 @@ class AsyncDelivery(_BaseDelivery):
             self.last_error = _describe(exc)
 
     def _close_sink(self) -> None:
-        self._close_started = True  # from here on, the queue is not read again
         if self._close_on_stop:
             try:
                 self.sink.close(None)
