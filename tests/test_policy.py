@@ -83,7 +83,8 @@ class TestLevels:
     def test_an_emitted_attribute_named_return_is_kept_at_request(self) -> None:
         auditor, memory = auditor_with([{"level": "request"}])
 
-        auditor.emit("x.y", **{"return": 1})
+        fields: dict[str, Any] = {"return": 1}
+        auditor.emit("x.y", **fields)
 
         assert {"return": 1} == dict(memory.events[0].attributes)
 
@@ -244,6 +245,23 @@ class TestInvalidPolicies:
             ({"rules": [], "defualt": "none"}, "policy: unknown key 'defualt'"),
             ({"default": "all"}, "policy: default: level must be one of"),
             ({"rules": "none"}, "policy: rules must be a list"),
+            (
+                [{"level": "none", "action": []}],
+                "policy.rules[0]: action is an empty list (leave action out",
+            ),
+            (
+                [{"level": "metadata", "actor": ()}],
+                "policy.rules[0]: actor is an empty list",
+            ),
+            (
+                [{"level": "none", "category": {"a": 1}}],
+                "policy.rules[0]: category must be a glob pattern or a list",
+            ),
+            (
+                [{"level": "none", "action": b"health.*"}],
+                "policy.rules[0]: action must be a glob pattern or a list",
+            ),
+            ({"rules": {"level": "none"}}, "policy: rules must be a list"),
             (42, "policy must be a Policy, a list of rule dicts"),
         ],
     )
@@ -254,6 +272,52 @@ class TestInvalidPolicies:
             auditloop.configure(sinks=[], policy=policy)
 
         assert str(info.value).startswith(message)
+
+    def test_an_emptied_list_in_toml_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.toml"
+        path.write_text('[policy]\n[[policy.rules]]\nlevel = "none"\naction = []\n')
+
+        with pytest.raises(ConfigurationError) as info:
+            auditloop.configure(sinks=[], policy=str(path))
+
+        assert str(info.value).startswith("policy.rules[0]: action is an empty list")
+
+    def test_a_table_of_patterns_in_toml_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "policy.toml"
+        path.write_text(
+            '[policy]\n[[policy.rules]]\nlevel = "none"\n'
+            "[policy.rules.category]\na = 1\n"
+        )
+
+        with pytest.raises(ConfigurationError, match=r"rules\[0\]: category must"):
+            Policy.load(path)
+
+    def test_a_file_that_is_not_utf8(self, tmp_path: Path) -> None:
+        path = tmp_path / "latin1.toml"
+        path.write_bytes(b'[policy]\n# r\xe9gle\n[[policy.rules]]\nlevel = "none"\n')
+
+        with pytest.raises(ConfigurationError) as info:
+            Policy.load(path)
+
+        assert str(info.value).startswith(f"policy: {str(path)!r} is not UTF-8")
+
+    def test_empty_or_mapping_patterns_are_refused_by_policy_rule(self) -> None:
+        cases: list[dict[str, Any]] = [
+            {"action": []},
+            {"category": set()},
+            {"actor": {"a": "b"}},
+        ]
+        for kwargs in cases:
+            with pytest.raises(ConfigurationError, match="PolicyRule: "):
+                PolicyRule("none", **kwargs)
+
+    def test_any_other_iterable_of_patterns_is_read_once(self) -> None:
+        from_generator = PolicyRule("none", action=(p for p in ["a.*", "b.*"]))
+        from_set = PolicyRule("none", action={"b.*", "a.*"})
+
+        assert ("a.*", "b.*") == from_generator.action == from_set.action
+        assert from_generator.matches("b.x", None, None)
+        assert not from_generator.matches("c.x", None, None)
 
     def test_a_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match="policy: cannot read"):

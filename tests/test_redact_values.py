@@ -8,10 +8,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import auditloop
 from auditloop import Auditor, sinks
 from auditloop._redact import REDACTED, Redactor, luhn_ok
 from auditloop.exceptions import ConfigurationError
@@ -335,21 +337,21 @@ class TestModes:
         assert "alice" == event.actor.id  # type: ignore[union-attr]
         assert 1 == auditor.counters.get("redaction_failed")
 
-    def test_strict_also_scans_keys(self) -> None:
+    def test_both_modes_scan_keys(self) -> None:
         text_key = "user eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig"
 
         strict = Redactor(mode="strict").redact({text_key: 1})
         lenient = Redactor().redact({text_key: 1})
 
         assert {"user [REDACTED]": 1} == strict
-        assert {text_key: 1} == lenient
+        assert {"user [REDACTED]": 1} == lenient
 
     def test_a_cycle_is_cut_in_both_modes(self) -> None:
         for mode in ("best-effort", "strict"):
             data: dict[str, Any] = {}
             data["self"] = data
 
-            result = Redactor(mode=mode).redact(data)  # type: ignore[arg-type]
+            result = Redactor(mode=mode).redact(data)
 
             assert {"self": "<cyclic>"} == result
 
@@ -415,3 +417,175 @@ class TestCorners:
 
     def test_repr_shows_a_custom_key_list(self) -> None:
         assert "keys=['pin']" in repr(Redactor(keys=["pin"]))
+
+
+CARD = "4111111111111111"
+BEARER = "Bearer abcdefgh12345678XYZ"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2ln"
+
+
+def written(redactor: Redactor, **fields: Any) -> bytes:
+    """The line an Auditor with *redactor* writes for one emit(**fields)."""
+    memory = sinks.MemorySink()
+    auditor = Auditor(sinks=[memory], redact=redactor)
+    auditor.emit("x.y", **fields)
+    auditor.shutdown()
+    (line,) = memory.lines
+    return line
+
+
+class TestKeysAsWritten:
+    @pytest.mark.parametrize("mode", ["best-effort", "strict"])
+    @pytest.mark.parametrize(
+        ("key", "secret"),
+        [
+            (int(CARD), CARD),
+            (CARD.encode(), CARD),
+            (BEARER.encode(), "abcdefgh12345678XYZ"),
+            ((BEARER, 1), "abcdefgh12345678XYZ"),
+            ((CARD, 1), CARD),
+            ("AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+        ],
+    )
+    def test_non_string_keys_are_scanned_as_the_encoder_writes_them(
+        self, mode: str, key: object, secret: str
+    ) -> None:
+        line = written(
+            Redactor(mode=mode),  # type: ignore[arg-type]
+            attributes={"by": {key: "v"}},
+        )
+
+        assert secret.encode() not in line
+        assert b"[REDACTED]" in line
+
+    def test_a_redacted_key_keeps_the_rest_of_its_text(self) -> None:
+        result = Redactor().redact({BEARER.encode(): 1, (CARD, 2): 3})
+
+        assert {"b'Bearer [REDACTED]'": 1, "('[REDACTED]', 2)": 3} == result
+
+    def test_short_e_mail_keys_are_redacted_when_e_mails_are(self) -> None:
+        redactor = Redactor(emails=True, mode="strict")
+
+        assert {"[REDACTED]": "[REDACTED]"} == redactor.redact(
+            {"bob@corp.io": "bob@corp.io"}
+        )
+        assert {"bob@corp.io": 1} == Redactor().redact({"bob@corp.io": 1})
+
+    def test_a_key_holding_a_secret_is_redacted_every_time(self) -> None:
+        redactor = Redactor()
+
+        first = redactor.redact({CARD: 1})
+        second = redactor.redact({CARD: 2})
+
+        assert ({"[REDACTED]": 1}, {"[REDACTED]": 2}) == (first, second)
+        assert CARD not in redactor._cache
+        assert redactor.is_secret("db_password")
+        assert not redactor.is_secret(CARD)
+
+
+class TestActorTargetError:
+    @pytest.mark.parametrize("mode", ["best-effort", "strict"])
+    def test_secrets_in_actor_target_and_error_mappings_are_redacted(
+        self, mode: str
+    ) -> None:
+        line = written(
+            Redactor(mode=mode),  # type: ignore[arg-type]
+            actor={"id": "alice", "session": "s3cr3t-session-id"},
+            target=f"token:{JWT}",
+            error={"message": "failed", "detail": BEARER, "password": "hunter2"},
+        )
+
+        for secret in ("s3cr3t", JWT[:20], "abcdefgh12345678", "hunter2"):
+            assert secret.encode() not in line
+        event = orjson.loads(line)
+        assert {"id": "alice", "type": "user", "session": REDACTED} == event["actor"]
+        assert {"id": f"token:{REDACTED}", "type": "token"} == event["target"]
+        assert {
+            "message": "failed",
+            "detail": f"Bearer {REDACTED}",
+            "password": REDACTED,
+        } == event["error"]
+
+    def test_the_bound_actor_is_redacted_in_every_event(self) -> None:
+        memory = sinks.MemorySink()
+        auditor = Auditor(sinks=[memory])
+
+        with auditloop.bind(actor={"id": "alice", "token": "t0ps3cr3t"}):
+            auditor.emit("a.b")
+            auditor.emit("a.c", target="doc:1")
+        auditor.shutdown()
+
+        assert [b"t0ps3cr3t" in line for line in memory.lines] == [False, False]
+        assert [REDACTED, REDACTED] == [
+            orjson.loads(line)["actor"]["token"] for line in memory.lines
+        ]
+
+    def test_clean_actor_and_target_are_kept_as_they_are(self) -> None:
+        redactor = Redactor(emails=True)
+        actor = {"id": "alice@example.com", "type": "user", "name": "Alice"}
+        target = {"id": "document:1", "type": "document"}
+        event: dict[str, Any] = {"actor": actor, "target": target}
+
+        result = redactor(None, "emit", event)
+        again = redactor(None, "emit", {"actor": actor, "target": target})
+
+        assert actor is result["actor"]  # e-mail addresses say who: kept
+        assert target is result["target"]
+        assert (actor, target) == (again["actor"], again["target"])
+
+    def test_a_strict_failure_in_the_actor_hides_only_that_part(self) -> None:
+        event = {"actor": {"id": "alice", "extra": BrokenMapping()}, "attributes": {}}
+
+        result = Redactor(mode="strict")(None, "emit", event)
+
+        assert {"id": "alice", "extra": REDACTED} == result["actor"]
+
+    @pytest.mark.parametrize("emails", [False, True])
+    def test_a_secret_named_actor_field_is_redacted(self, emails: bool) -> None:
+        redactor = Redactor(extra_keys=iter(["ip", "pin"]), emails=emails)
+        actor = {"id": "a", "ip": "10.0.0.1", "pin": "1234"}
+
+        result = redactor(None, "emit", {"actor": actor})
+
+        assert {"id": "a", "ip": REDACTED, "pin": REDACTED} == result["actor"]
+
+
+class TestHashCorrelation:
+    def test_a_bearer_token_gets_one_token_by_key_or_by_pattern(self) -> None:
+        redactor = Redactor(hash_key=b"correlation-key")
+        secret = "abcdefgh12345678XYZ"
+
+        by_key = redactor.redact({"authorization": f"Bearer {secret}"})
+        by_value = redactor.redact({"header": f"Authorization: Bearer {secret}"})
+
+        token = redactor.token(secret)
+        assert {"authorization": token} == by_key
+        assert {"header": f"Authorization: Bearer {token}"} == by_value
+
+    def test_a_card_number_gets_one_token_grouped_or_not(self) -> None:
+        redactor = Redactor(hash_key=b"correlation-key")
+
+        result = redactor.redact(
+            {
+                "spaces": "card 4111 1111 1111 1111",
+                "hyphens": "4111-1111-1111-1111",
+                "plain": f"card {CARD}",
+                "number": int(CARD),
+                "card_number": "4111 1111 1111 1111",
+            }
+        )
+
+        token = redactor.token(CARD)
+        assert {
+            "spaces": f"card {token}",
+            "hyphens": token,
+            "plain": f"card {token}",
+            "number": token,
+            "card_number": token,
+        } == result
+
+    def test_other_values_are_hashed_whole(self) -> None:
+        redactor = Redactor(hash_key=b"h")
+
+        assert redactor.token("Bearer x") != redactor.token("x")
+        assert redactor.token("1234 5678") != redactor.token("12345678")

@@ -133,6 +133,170 @@ class TestSuspended:
         assert 0 == Auditor.suspended_scopes
 
 
+class TestSharedAndInherited:
+    def test_one_instance_shared_by_two_tasks(self) -> None:
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory])
+        maintenance = suspended(reason="bulk import")  # module-level style
+
+        async def job(
+            n: int, first_done: asyncio.Event, second_in: asyncio.Event
+        ) -> None:
+            async with maintenance:
+                auditloop.emit("invoice.import", n=n)
+                if n == 0:
+                    await second_in.wait()  # task 1 enters while task 0 is inside
+                else:
+                    second_in.set()
+                    await first_done.wait()
+
+        async def main() -> list[object]:
+            first_done, second_in = asyncio.Event(), asyncio.Event()
+            t0 = asyncio.create_task(job(0, first_done, second_in))
+            t1 = asyncio.create_task(job(1, first_done, second_in))
+            r0 = await asyncio.gather(t0, return_exceptions=True)
+            first_done.set()
+            r1 = await asyncio.gather(t1, return_exceptions=True)
+            return [*r0, *r1]
+
+        results = asyncio.run(main())
+        auditloop.emit("after")
+
+        assert [None, None] == results
+        assert [
+            ("auditloop.suspended", None),
+            ("auditloop.suspended", None),
+            ("auditloop.resumed", 1),
+            ("auditloop.resumed", 1),
+            ("after", None),
+        ] == [(e.action, e.attributes.get("skipped")) for e in memory.events]
+        assert 0 == Auditor.suspended_scopes
+
+    def test_one_instance_shared_by_two_threads(self) -> None:
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory])
+        maintenance = suspended(reason="shared")
+        both_in = threading.Barrier(2, timeout=10)
+        first_out = threading.Event()
+        errors: list[BaseException] = []
+
+        def worker(n: int) -> None:
+            try:
+                with maintenance:
+                    auditloop.emit(f"hidden.{n}")
+                    both_in.wait()
+                    if n == 1:
+                        assert first_out.wait(10)  # exit in the other order
+                auditloop.emit(f"shown.{n}")
+            except BaseException as exc:  # pragma: no cover - the failure shown
+                errors.append(exc)
+            finally:
+                if n == 0:
+                    first_out.set()
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+
+        assert [] == errors
+        assert ["shown.0", "shown.1"] == sorted(
+            a for a in actions(memory) if a.startswith(("shown", "hidden"))
+        )
+        assert [1, 1] == [
+            e.attributes["skipped"]
+            for e in memory.events
+            if e.action == "auditloop.resumed"
+        ]
+        assert 0 == Auditor.suspended_scopes
+
+    @pytest.mark.parametrize("with_policy", [False, True])
+    def test_a_task_started_inside_is_suspended_only_while_the_block_lasts(
+        self, with_policy: bool
+    ) -> None:
+        memory = sinks.MemorySink()
+        policy = [{"level": "none", "action": "health.*"}] if with_policy else None
+        auditloop.configure(sinks=[memory], policy=policy)
+
+        async def worker(emitted: asyncio.Event, ended: asyncio.Event) -> None:
+            auditloop.emit("during.block")
+            emitted.set()
+            await ended.wait()
+            auditloop.emit("payment.refund", amount=30)
+
+        async def main() -> None:
+            emitted, ended = asyncio.Event(), asyncio.Event()
+            with suspended(reason="bulk re-import"):
+                task = asyncio.create_task(worker(emitted, ended))
+                await emitted.wait()  # the task ran inside the block
+            ended.set()
+            await task
+
+        asyncio.run(main())
+
+        assert [
+            ("auditloop.suspended", None),
+            ("auditloop.resumed", 1),
+            ("payment.refund", None),
+        ] == [(e.action, e.attributes.get("skipped")) for e in memory.events]
+
+    def test_a_task_from_an_ended_inner_block_falls_back_to_the_outer(self) -> None:
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory])
+
+        async def worker(go: asyncio.Event) -> None:
+            await go.wait()
+            auditloop.emit("hidden.by.outer")
+
+        async def main() -> None:
+            go = asyncio.Event()
+            with suspended("outer"):
+                with suspended("inner"):
+                    task = asyncio.create_task(worker(go))
+                go.set()
+                await task
+            auditloop.emit("shown")
+
+        asyncio.run(main())
+
+        assert [
+            ("auditloop.suspended", "outer", None),
+            ("auditloop.suspended", "inner", None),
+            ("auditloop.resumed", "inner", 0),
+            ("auditloop.resumed", "outer", 1),
+            ("shown", None, None),
+        ] == [(e.action, e.reason, e.attributes.get("skipped")) for e in memory.events]
+
+    def test_an_exit_from_another_thread_ends_the_suspension(self) -> None:
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory])
+        maintenance = suspended("handed over")
+        maintenance.__enter__()
+        auditloop.emit("hidden")
+        errors: list[BaseException] = []
+
+        def finish() -> None:
+            try:
+                maintenance.__exit__(None, None, None)
+            except BaseException as exc:  # pragma: no cover - the failure shown
+                errors.append(exc)
+
+        closer = threading.Thread(target=finish)
+        closer.start()
+        closer.join(10)
+        auditloop.emit("shown")
+        maintenance.__exit__(None, None, None)  # one exit too many: ignored
+
+        assert [] == errors
+        assert [
+            ("auditloop.suspended", None),
+            ("auditloop.resumed", 1),
+            ("shown", None),
+        ] == [(e.action, e.attributes.get("skipped")) for e in memory.events]
+        assert 0 == Auditor.suspended_scopes
+
+
 class TestConfigured:
     def test_reconfiguring_records_what_changed_with_the_actor(
         self, tmp_path: Path

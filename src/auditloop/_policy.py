@@ -74,13 +74,27 @@ def _patterns(where: str, name: str, value: object) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         value = (value,)
-    if not isinstance(value, Iterable) or not all(
-        isinstance(p, str) and p for p in value
+    # A mapping (a TOML table) would give its keys as patterns: refuse it.
+    # Other iterables are read once (a generator is used up by reading).
+    if isinstance(value, Mapping | bytes | bytearray) or not isinstance(
+        value, Iterable
     ):
         raise ConfigurationError(
             f"{where}: {name} must be a glob pattern or a list of them, got {value!r}"
         )
-    return tuple(value)
+    patterns = tuple(value)
+    if not patterns:
+        # Left out, a field matches every event: an emptied list must not.
+        raise ConfigurationError(
+            f"{where}: {name} is an empty list (leave {name} out to match every event)"
+        )
+    if not all(isinstance(p, str) and p for p in patterns):
+        raise ConfigurationError(
+            f"{where}: {name} must be a glob pattern or a list of them, got {value!r}"
+        )
+    if isinstance(value, set | frozenset):
+        patterns = tuple(sorted(patterns))  # the same rule, the same to_dict()
+    return patterns
 
 
 def _compile(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -95,7 +109,9 @@ class PolicyRule:
 
     Patterns are shell-style globs (``"permission.*"``, ``"svc-*"``), case
     sensitive; a list matches when any of its patterns does; a field left
-    out matches everything. ``actor`` matches the actor's id.
+    out (``None``) matches everything, an empty list is refused (an emptied
+    list must not turn into "match everything"), and so is a mapping.
+    ``actor`` matches the actor's id.
 
     Args:
         level: ``"none"``, ``"metadata"``, ``"request"`` or ``"full"``.
@@ -105,7 +121,8 @@ class PolicyRule:
         actor: pattern(s) for its actor id (likewise).
 
     Raises:
-        ConfigurationError: an invalid level or pattern.
+        ConfigurationError: an invalid level or pattern, an empty list or a
+            mapping of patterns, naming the field.
     """
 
     level: Level
@@ -223,8 +240,9 @@ class Policy:
             actor = "svc-*"
 
         Raises:
-            ConfigurationError: unreadable file, unknown key, bad level or
-                pattern; the message names the rule (``policy.rules[1]``).
+            ConfigurationError: unreadable or non-UTF-8 file, unknown key,
+                bad level or pattern, empty pattern list; the message names
+                the rule (``policy.rules[1]``) and the field.
         """
         if isinstance(source, Policy):
             return source
@@ -257,6 +275,10 @@ def _read_toml(path: Path) -> Mapping[str, Any]:
         raise ConfigurationError(f"policy: cannot read {str(path)!r}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"policy: {str(path)!r} is not TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"policy: {str(path)!r} is not UTF-8 text (TOML must be): {exc}"
+        ) from None
     table = data.get("policy")
     if not isinstance(table, Mapping):
         raise ConfigurationError(f"policy: {str(path)!r} has no [policy] table")
@@ -272,8 +294,11 @@ def _unknown(where: str, key: object, valid: tuple[str, ...]) -> str:
 
 
 def _rules(rules: object) -> list[PolicyRule]:
-    if isinstance(rules, str | bytes) or not isinstance(rules, Iterable):
-        raise ConfigurationError(f"policy: rules must be a list, got {rules!r}")
+    if isinstance(rules, str | bytes | Mapping) or not isinstance(rules, Iterable):
+        # A mapping: ``[policy.rules]`` written for ``[[policy.rules]]``.
+        raise ConfigurationError(
+            f"policy: rules must be a list of rule tables/dicts, got {rules!r}"
+        )
     built: list[PolicyRule] = []
     for i, rule in enumerate(rules):
         where = f"policy.rules[{i}]"

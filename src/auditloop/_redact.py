@@ -99,6 +99,12 @@ _UUID: Final = re.compile(
 _EMAIL: Final = re.compile(
     r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
+# Hash mode: a whole value that is "Bearer <token>" hashes as its token, so a
+# secret-named key and a value pattern give the same token for one credential.
+_BEARER_WHOLE: Final = re.compile(
+    r"\s*(?:[Bb]earer|BEARER)\s+([A-Za-z0-9._~+/-]{8,}=*)\s*"
+)
+_CARD_SEPARATORS: Final = str.maketrans("", "", " -")
 
 
 def _normalise(key: str) -> str:
@@ -106,6 +112,32 @@ def _normalise(key: str) -> str:
     if norm.startswith("x_"):
         norm = norm[2:]
     return norm.lstrip("_")
+
+
+def _key_text(key: object) -> str:
+    """A mapping key as the encoder writes it (``str(key)`` for non-strings)."""
+    return key if isinstance(key, str) else str(key)
+
+
+def _secret_text(value: str) -> str:
+    """The part of a redacted string that identifies the secret, for hashing.
+
+    ``"Bearer <token>"`` -> ``<token>``; a Luhn-valid card number grouped by
+    spaces or hyphens -> its digits; anything else as is.
+    """
+    if "earer" in value or "EARER" in value:
+        match = _BEARER_WHOLE.fullmatch(value)
+        if match is not None:
+            return match.group(1)
+    digits = value.translate(_CARD_SEPARATORS)
+    if (
+        13 <= len(digits) <= 19
+        and digits.isascii()
+        and digits.isdigit()
+        and luhn_ok(digits)
+    ):
+        return digits
+    return value
 
 
 def luhn_ok(digits: str) -> bool:
@@ -184,29 +216,35 @@ class Redactor:
     ``github_token`` are all caught; ``token_count`` is not). Its value is
     replaced whole.
 
-    **Values.** Every string (and every integer, for card numbers) under
-    ``attributes`` and ``context``, and the event's ``reason`` and
-    ``error.message``, is scanned for bearer tokens (``Bearer``/``bearer``/
-    ``BEARER`` followed by a token of 8+ characters), JWTs, AWS access key
-    ids, PEM private key blocks (to their end marker, or to the end of the
-    string when it is missing), 13-19 digit numbers (optionally grouped by
-    single spaces or hyphens) that pass the Luhn check, and, with
-    ``emails=True``, e-mail addresses. Only the matching part of a string is
-    replaced (``"Bearer [REDACTED]"``).
+    **Values.** Every string (and every non-negative integer, for card
+    numbers) under ``attributes``, ``context``, ``error``, ``actor`` and
+    ``target``, and the event's ``reason``, is scanned for bearer tokens
+    (``Bearer``/``bearer``/``BEARER`` followed by a token of 8+
+    characters), JWTs, AWS access key ids, PEM private key blocks (to their
+    end marker, or to the end of the string when it is missing), 13-19 digit
+    numbers (optionally grouped by single spaces or hyphens) that pass the
+    Luhn check, and, with ``emails=True``, e-mail addresses (not in
+    ``actor`` and ``target``: they say who did what). Only the matching
+    part of a string is replaced (``"Bearer [REDACTED]"``). Mapping keys
+    are scanned too, as the encoder writes them (``str(key)`` for an int,
+    bytes or tuple key); a key is scanned once and then remembered.
 
     **Modes.** ``"best-effort"`` (default) redacts what it can: a part of an
     event that cannot be walked (a mapping whose ``items()`` raises) is
-    replaced by the marker. ``"strict"`` also scans mapping keys, and when
-    anything cannot be walked it removes all the event's attributes and
+    replaced by the marker. ``"strict"``, when anything in ``attributes``
+    or ``context`` cannot be walked, removes all the event's attributes and
     context and flags it (``attributes == {"redaction_failed": True}``),
     rather than risk a leak. Values that are not plain JSON (sets,
     dataclasses, attrs instances, bytes, arbitrary objects) are converted
     the way the encoder would convert them and then scanned, in both modes.
 
     **Hash mode.** With ``hash_key``, a redacted value becomes
-    ``"[REDACTED:<16 hex digits>]"``: a keyed HMAC-SHA256 of the value, so
-    the same secret always maps to the same token (for correlation) without
-    being revealed; without the key, tokens cannot be confirmed by guessing.
+    ``"[REDACTED:<16 hex digits>]"``: a keyed HMAC-SHA256 of the secret, so
+    the same secret maps to the same token (for correlation) without being
+    revealed; without the key, tokens cannot be confirmed by guessing. A
+    whole value ``"Bearer <token>"`` hashes as ``<token>`` and a card
+    number as its digits, so a credential gets one token whether a key
+    name or a value pattern caught it, grouped or not, string or integer.
 
     Redaction never mutates the caller's objects, stops at 64 levels (where
     a cyclic structure is cut), and never raises. Thread-safe.
@@ -227,10 +265,15 @@ class Redactor:
     __slots__ = (
         "_cache",
         "_clean",
+        "_clean_actor",
+        "_clean_target",
         "_hash_key",
+        "_identity",
         "_last_context",
         "_min_scan",
+        "_plain_fields",
         "_strict",
+        "_suffixes",
         "emails",
         "keys",
         "marker",
@@ -275,7 +318,16 @@ class Redactor:
             raise ConfigurationError(
                 f"Redactor: hash_key must be non-empty bytes or str, got {hash_key!r}"
             )
-        self.keys = frozenset(_normalise(k) for k in (*base, *extra_keys))
+        names = (*base, *extra_keys)  # read once: they may be iterators
+        self.keys = frozenset(_normalise(k) for k in names)
+        self._suffixes = tuple("_" + k for k in self.keys)
+        # The schema's fields of actor, target and error, unless listed as
+        # secret: the fast path of ``_flat`` needs no per-key lookup for them.
+        self._plain_fields = frozenset(
+            name
+            for name in ("id", "type", "name", "ip", "message")
+            if name not in self.keys and not name.endswith(self._suffixes)
+        )
         self.marker = marker
         self.values = values
         self.emails = emails
@@ -285,11 +337,31 @@ class Redactor:
         # Strings shorter than this cannot hold a secret pattern; with e-mail
         # addresses on, short strings are still checked for an "@".
         self._min_scan = _MIN_SCAN if values else 1 << 62
+        # Keys seen before whose text holds no secret pattern -> whether the
+        # key name is secret. A key whose text needs redacting is never
+        # remembered, so it is scanned (and redacted) every time.
         self._cache: dict[object, bool] = {}
         self._clean: set[str] = set()
         # The context dict usually is one bound scope's, shared by many events
         # and never mutated: remember the last one redacted (input, output).
+        # Likewise the last actor and target found clean: the bound actor, an
+        # audited() function's target (built once per decorated function).
         self._last_context: tuple[object, Any] = (None, None)
+        self._clean_actor: object = None
+        self._clean_target: object = None
+        # actor and target are walked without e-mail redaction (an e-mail
+        # address there says who did what) and without strict failure (an
+        # unwalkable part is replaced, the event kept): a twin built once.
+        self._identity = (
+            self
+            if not emails and mode == "best-effort"
+            else Redactor(
+                keys=names,
+                marker=marker,
+                values=values,
+                hash_key=hash_key,
+            )
+        )
 
     def __repr__(self) -> str:
         parts = [f"mode={self.mode!r}", f"values={self.values}"]
@@ -308,7 +380,9 @@ class Redactor:
 
         The marker, or in hash mode ``"[REDACTED:<hmac>]"`` where ``<hmac>``
         is the first 16 hex digits of HMAC-SHA256(hash_key, value as text;
-        non-strings as their JSON encoding).
+        non-strings as their JSON encoding). A string that is a whole
+        ``"Bearer <token>"`` is hashed as ``<token>``, a card number
+        (grouped or not) as its digits: one secret, one token.
         """
         if self._hash_key is None:
             return self.marker
@@ -316,7 +390,7 @@ class Redactor:
         import hmac
 
         if isinstance(value, str):
-            data = value.encode("utf-8", "surrogatepass")
+            data = _secret_text(value).encode("utf-8", "surrogatepass")
         else:
             try:
                 data = orjson.dumps(value, default=to_jsonable)
@@ -329,11 +403,24 @@ class Redactor:
         """Tell whether values under *key* are redacted."""
         hit = self._cache.get(key)
         if hit is None:
-            norm = _normalise(key if isinstance(key, str) else str(key))
-            hit = norm in self.keys or any(norm.endswith("_" + k) for k in self.keys)
-            if len(self._cache) < _CACHE_LIMIT:
-                self._cache[key] = hit
+            hit = self._new_key(key)[0]
         return hit
+
+    def _new_key(self, key: object) -> tuple[bool, object]:
+        """(Is *key* a secret name, *key* as written with secrets replaced).
+
+        A key whose text holds no secret is remembered (up to 4,096): the
+        next time it costs one dict lookup.
+        """
+        text = _key_text(key)
+        norm = _normalise(text)
+        secret = norm in self.keys or norm.endswith(self._suffixes)
+        scanned = self.scan(text)
+        if scanned is not text:
+            return secret, scanned
+        if len(self._cache) < _CACHE_LIMIT:
+            self._cache[key] = secret
+        return secret, key
 
     def scan(self, text: str) -> str:
         """Return *text* with every secret-looking part replaced."""
@@ -395,14 +482,12 @@ class Redactor:
             cache, out = self._cache, {}
             scan_values, min_scan = self.values, self._min_scan
             emails = self.emails and scan_values
-            scan_keys = self._strict and scan_values
             try:
                 for k, v in value.items():
                     secret = cache.get(k)
                     if secret is None:
-                        secret = self.is_secret(k)
-                    if scan_keys:
-                        k = self._key(k)  # noqa: PLW2901 - the key, redacted
+                        # A new key, or one holding a secret: the key, redacted.
+                        secret, k = self._new_key(k)  # noqa: PLW2901
                     if secret:
                         out[k] = self.token(v)
                         continue
@@ -454,10 +539,26 @@ class Redactor:
             return value
         return self.redact(converted, depth + 1, walk)
 
-    def _key(self, key: object) -> object:
-        if isinstance(key, str) and len(key) >= self._min_scan:
-            return self.scan(key)
-        return key
+    def _flat(self, value: object) -> Any:
+        """Redact an actor, target or error: *value* itself when it is clean.
+
+        The common case, a small dict of short strings under known keys,
+        costs one pass without copying. Never raises: a part that cannot be
+        walked is replaced by the marker, in both modes.
+        """
+        if type(value) is dict and value.keys() <= self._plain_fields:
+            min_scan, emails = self._min_scan, self.emails
+            for v in value.values():
+                if type(v) is not str or (
+                    (emails or len(v) >= min_scan) and self.scan(v) is not v
+                ):
+                    break
+            else:
+                return value
+        try:
+            return self.redact(value)
+        except Exception:  # strict mode's failure signal: hide the whole value
+            return self.marker
 
     def _failed(self, exc: Exception) -> Any:
         if self._strict:
@@ -474,6 +575,20 @@ class Redactor:
         ``attributes = {"redaction_failed": True}`` (counted as
         ``redaction_failed`` in the auditor's counters).
         """
+        actor = event.get("actor")
+        if actor is not None and actor is not self._clean_actor:
+            redacted = self._identity._flat(actor)
+            if redacted is actor:
+                self._clean_actor = actor
+            else:
+                event["actor"] = redacted
+        target = event.get("target")
+        if target is not None and target is not self._clean_target:
+            redacted = self._identity._flat(target)
+            if redacted is target:
+                self._clean_target = target
+            else:
+                event["target"] = redacted
         if "attributes" not in event and "reason" not in event and "error" not in event:
             # The common case: only the bound context, usually redacted before.
             seen, redacted = self._last_context
@@ -507,11 +622,9 @@ class Redactor:
             reason = event.get("reason")
             if type(reason) is str:
                 event["reason"] = self.scan(reason)
-            error = event.get("error")
-            if error:
-                message = error.get("message")
-                if type(message) is str:
-                    scanned = self.scan(message)
-                    if scanned is not message:
-                        event["error"] = {**error, "message": scanned}
+        error = event.get("error")
+        if error:
+            # Built by the auditor as a flat dict of strings: walked like
+            # attributes (key names too), never failing, never copied if clean.
+            event["error"] = self._flat(error)
         return event

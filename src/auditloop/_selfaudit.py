@@ -259,10 +259,22 @@ def announce_configured(old: Auditor, new: Auditor) -> None:
 
 
 class _Suspension:
-    __slots__ = ("skipped",)
+    """One entered ``suspended`` block: its own state, never shared.
 
-    def __init__(self) -> None:
+    ``parent`` is the suspension that was in effect where the block was
+    entered; ``active`` is cleared when the block ends, so a task started
+    inside it (which inherited this object with its context) stops being
+    suspended then.
+    """
+
+    __slots__ = ("active", "owner", "parent", "skipped", "start_ns")
+
+    def __init__(self, owner: object, parent: _Suspension | None) -> None:
+        self.owner = owner
+        self.parent = parent
+        self.active = True
         self.skipped = 0
+        self.start_ns = time.perf_counter_ns()
 
 
 _suspension: contextvars.ContextVar[_Suspension | None] = contextvars.ContextVar(
@@ -280,8 +292,16 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current_suspension() -> _Suspension | None:
-    """The suspension active in this context, if any."""
-    return _suspension.get()
+    """The suspension in effect in this context, if any.
+
+    The innermost block still running among those this context (or the
+    context it was copied from) entered: a block that has ended suspends
+    nothing, even in a task that inherited it.
+    """
+    state = _suspension.get()
+    while state is not None and not state.active:
+        state = state.parent
+    return state
 
 
 class suspended:  # noqa: N801 - used like a function: ``with suspended(...)``
@@ -289,23 +309,28 @@ class suspended:  # noqa: N801 - used like a function: ``with suspended(...)``
 
     On entry an ``auditloop.suspended`` event is recorded (with the actor in
     scope and *reason*); inside the block, events recorded in this thread
-    or task (and tasks started from it) are skipped and counted; on exit an
-    ``auditloop.resumed`` event records how many were skipped and for how
-    long. Other threads keep auditing. ``auditloop.*`` events are never
-    skipped. Works with ``with`` and ``async with``; blocks nest.
+    or task are skipped and counted; on exit an ``auditloop.resumed`` event
+    records how many were skipped and for how long. Tasks started inside
+    the block are suspended only while the block lasts. Other threads keep
+    auditing. ``auditloop.*`` events are never skipped. Works with ``with``
+    and ``async with``; blocks nest, and one instance may be entered by
+    several threads or tasks at once (each entry is its own suspension).
+    Thread-safe.
 
     Raises:
         AuditError: on entry, when the ``auditloop.suspended`` event cannot
-            be written to a fail-closed sink (then nothing is suspended).
+            be written to a fail-closed sink (then nothing is suspended);
+            on a clean exit, when ``auditloop.resumed`` cannot be (the
+            suspension has ended all the same).
     """
 
-    __slots__ = ("_reason", "_stack")
+    __slots__ = ("_open", "_reason")
 
     def __init__(self, reason: str | None = None) -> None:
         self._reason = reason
-        self._stack: list[
-            tuple[contextvars.Token[_Suspension | None], _Suspension, int]
-        ] = []
+        # Entries not yet exited, for an exit from another context than the
+        # entry's (which cannot see the entry in its context variable).
+        self._open: list[_Suspension] = []
 
     def _record(self, action: str, attributes: dict[str, Any] | None) -> None:
         from auditloop._config import get_auditor
@@ -330,10 +355,33 @@ class suspended:  # noqa: N801 - used like a function: ``with suspended(...)``
         from auditloop._auditor import Auditor
 
         self._record("auditloop.suspended", None)
-        state = _Suspension()
-        self._stack.append((_suspension.set(state), state, time.perf_counter_ns()))
+        state = _Suspension(self, _suspension.get())
         with _count_lock:
+            self._open.append(state)
             Auditor.suspended_scopes += 1
+        _suspension.set(state)
+
+    def _end(self) -> _Suspension | None:
+        """Close this context's innermost entry of this instance, if any."""
+        from auditloop._auditor import Auditor
+
+        current = _suspension.get()
+        with _count_lock:
+            state = current
+            while state is not None and (state.owner is not self or not state.active):
+                state = state.parent
+            if state is None:  # exited in another context than entered
+                state = next((s for s in reversed(self._open) if s.active), None)
+            if state is None:  # more exits than entries: nothing to end
+                return None
+            state.active = False
+            self._open.remove(state)
+            Auditor.suspended_scopes -= 1
+        if current is state:
+            # set(), not reset(token): a token is only valid in the context
+            # that made it, and this may be another task's copy.
+            _suspension.set(state.parent)
+        return state
 
     def __exit__(
         self,
@@ -341,13 +389,10 @@ class suspended:  # noqa: N801 - used like a function: ``with suspended(...)``
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        from auditloop._auditor import Auditor
-
-        token, state, start = self._stack.pop()
-        _suspension.reset(token)
-        with _count_lock:
-            Auditor.suspended_scopes -= 1
-        duration_ms = (time.perf_counter_ns() - start) / 1e6
+        state = self._end()
+        if state is None:
+            return
+        duration_ms = (time.perf_counter_ns() - state.start_ns) / 1e6
         try:
             self._record(
                 "auditloop.resumed",
