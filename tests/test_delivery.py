@@ -327,6 +327,27 @@ class TestOverflow:
 
 
 class TestBatching:
+    def test_a_backlog_is_queued_as_compact_copies(self) -> None:
+        # orjson returns its bytes in ~4 KiB allocations: a full queue of
+        # them would hold ~10x the memory of exact-size copies.
+        sink = GateSink()
+        delivery = AsyncDelivery(sink, Delivery(batch_size=2), "gate")
+        lines = [orjson.dumps({"i": i}) for i in range(5)]
+        try:
+            delivery.put(lines[0])
+            assert sink.entered.wait(WAIT)  # the writer holds line 0
+            for line in lines[1:]:
+                delivery.put(line)
+
+            queued = list(delivery._queue)
+            assert lines[1:] == queued
+            assert [False, False, True, True] == [
+                q is not line for q, line in zip(queued, lines[1:], strict=True)
+            ]
+        finally:
+            sink.gate.set()
+            delivery.shutdown(WAIT)
+
     def test_batches_never_exceed_batch_size(self, make: Any) -> None:
         sink = GateSink(Delivery(batch_size=4, flush_interval=60))
         sink.gate.set()
