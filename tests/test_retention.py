@@ -226,3 +226,28 @@ class TestAtShutdown:
         assert {} == auditor.stats()["dropped"]  # the sink's own events too
         assert retention_events(path)
         assert [] == list(verify(path, key=KEY).findings)
+
+    def test_with_sync_delivery_a_deletion_is_recorded_before_emit_returns(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        sink = sinks.FileSink(
+            path,
+            chain=True,
+            key=KEY,
+            max_bytes=2000,
+            retain_files=1,
+            checkpoint_every=7,
+            delivery=sinks.Delivery(mode="sync"),
+        )
+        auditor = Auditor(sinks=[sink], drop_report_interval=None)
+        try:
+            for i in range(60):
+                auditor.emit("doc.read", i=i)
+                # Each deletion's record is written before emit() returns.
+                assert [] == list(verify(path, key=KEY).findings)
+
+            assert len(retention_events(path)) >= 1
+            assert {} == auditor.stats()["dropped"]
+        finally:
+            auditor.shutdown(10)

@@ -201,7 +201,9 @@ class SyncDelivery(_BaseDelivery):
 
     def __init__(self, sink: Sink, policy: Delivery, name: str) -> None:
         super().__init__(sink, policy, name)
-        self._lock = threading.Lock()
+        # Reentrant: a sink records its own events (checkpoint, retention)
+        # from inside write(), and they come back through this delivery.
+        self._lock = threading.RLock()
         self._closed = False
 
     def put(self, line: bytes) -> None:
@@ -257,7 +259,7 @@ class SyncDelivery(_BaseDelivery):
 
     def after_fork_in_child(self) -> None:
         """Give the child a fresh lock (the parent's may have been held)."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
 
 _live: weakref.WeakSet[AsyncDelivery | SyncDelivery] = weakref.WeakSet()

@@ -82,21 +82,12 @@ def system_event(
 Notify = Callable[..., None]
 
 
-def _notifier(auditor: Auditor, delivery: AsyncDelivery | SyncDelivery) -> Notify:
-    # A synchronous delivery calls write() under its lock, and our event would
-    # be written through that same delivery: record from another thread.
-    threaded = isinstance(delivery, SyncDelivery)
-
+def _notifier(auditor: Auditor) -> Notify:
+    # Called by a sink from inside its write(): the event goes through every
+    # delivery again, this sink's too (a synchronous one re-enters its lock,
+    # which is an RLock for this), so it is written before write() returns.
     def notify(action: str, attributes: Mapping[str, Any]) -> None:
-        if threaded:
-            threading.Thread(
-                target=system_event,
-                args=(auditor, action, attributes),
-                name="auditloop-notice",
-                daemon=True,
-            ).start()
-        else:
-            system_event(auditor, action, attributes)
+        system_event(auditor, action, attributes)
 
     return notify
 
@@ -108,7 +99,7 @@ def attach_sinks(auditor: Auditor) -> None:
         if not callable(attach):
             continue
         try:
-            attach(_notifier(auditor, delivery))
+            attach(_notifier(auditor))
         except Exception:  # a third-party sink's hook must not break configure
             auditor.counters.incr("internal_errors")
 
