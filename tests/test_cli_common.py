@@ -111,6 +111,13 @@ class TestParseTimeArg:
         with pytest.raises(argparse.ArgumentTypeError, match="neither a duration"):
             parse_time_arg(text)
 
+    @pytest.mark.parametrize(
+        "text", ["9999-12-31T23:59:59-01:00", "99999999999999999999w"]
+    )
+    def test_times_out_of_range_are_a_usage_error(self, text: str) -> None:
+        with pytest.raises(argparse.ArgumentTypeError, match="out of range"):
+            parse_time_arg(text)
+
 
 class TestTimeKey:
     def test_auditloop_times_pass_through(self) -> None:
@@ -121,9 +128,14 @@ class TestTimeKey:
     def test_other_spellings_are_normalised(self) -> None:
         assert "2026-01-01T00:00:00.500000Z" == time_key("2026-01-01T01:00:00.5+01:00")
 
-    @pytest.mark.parametrize("value", [None, 12, "soon", ""])
-    def test_non_times_give_none(self, value: object) -> None:
+    @pytest.mark.parametrize(
+        "value", [None, 12, "soon", "", "0001-01-01T00:00:00+01:00"]
+    )
+    def test_non_times_and_times_out_of_range_give_none(self, value: object) -> None:
         assert time_key(value) is None
+
+    def test_a_27_character_time_with_a_space_is_normalised(self) -> None:
+        assert "2026-01-31T09:00:00.000000Z" == time_key("2026-01-31 09:00:00.000000Z")
 
 
 class TestIssues:
@@ -164,6 +176,18 @@ class TestIssues:
 
 
 class TestMain:
+    def test_error_messages_escape_control_characters(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        odd = tmp_path / "audit.jsonl.\x1b]0;PWNED\x07"
+        odd.mkdir()
+
+        assert 2 == main(["query", str(odd)])
+
+        err = capsys.readouterr().err
+        assert "\x1b" not in err
+        assert "\\x1b]0;PWNED" in err
+
     def test_help_lists_every_command_with_examples(
         self, capsys: pytest.CaptureFixture[str]
     ) -> None:

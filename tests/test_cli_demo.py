@@ -139,6 +139,19 @@ class TestDemo:
         assert 2 == code
         assert "choose an empty --dir" in capsys.readouterr().err
 
+    @pytest.mark.parametrize("name", ["rules.toml", "audit.key", "report.html"])
+    def test_never_overwrites_any_of_its_files(
+        self, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        (tmp_path / name).write_text("mine\n")
+
+        code = main(["demo", "--dir", str(tmp_path), "--seconds", "0"])
+
+        assert 2 == code
+        assert f"{tmp_path / name} exists" in capsys.readouterr().err
+        assert "mine\n" == (tmp_path / name).read_text()
+        assert not (tmp_path / "audit.jsonl").exists()
+
     @pytest.mark.parametrize("seconds", ["-1", "soon", "4000"])
     def test_a_bad_duration_is_a_usage_error(self, seconds: str) -> None:
         with pytest.raises(SystemExit) as exited:

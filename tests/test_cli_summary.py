@@ -173,3 +173,45 @@ class TestSummaryText:
         assert {"bare-id": 1, "ok": 1} == {
             k: v for k, v in data["by_actor"].items() if k in ("bare-id", "ok")
         }
+
+
+class TestOddTimes:
+    def test_times_that_only_look_canonical_or_are_out_of_range_are_untimed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "odd.jsonl"
+        times = [
+            "2026-01-31T09:00:00.000000Z",
+            "2026-01-31 09:30:00.000000Z",  # a space: parsed, counted
+            "xxxxxxxxxxTxxxxxxxxxxxxxxxZ",  # the right length and shape only
+            "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+        ]
+        path.write_bytes(
+            b"".join(orjson.dumps({"action": "a.b", "time": t}) + b"\n" for t in times)
+        )
+
+        assert 0 == main(["summary", str(path), "--json"])
+        data = orjson.loads(capsys.readouterr().out)
+        assert 2 == data["untimed_events"]
+        assert {"2026-01-31T09:00:00Z": 2} == data["per_hour"]
+        assert 0 == main(["summary", str(path)])
+        assert 0 == main(["report", str(path), "-o", str(tmp_path / "r.html")])
+
+    def test_a_span_of_millennia_keeps_the_histogram_short(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "span.jsonl"
+        path.write_bytes(
+            orjson.dumps({"action": "a", "time": "1971-01-01T00:00:00.000000Z"})
+            + b"\n"
+            + orjson.dumps({"action": "a", "time": "9000-01-01T00:00:00.000000Z"})
+            + b"\n"
+        )
+
+        assert 0 == main(["summary", str(path)])
+        out = capsys.readouterr().out
+        assert len(out.splitlines()) < 450
+        assert "Events per " in out
+        report = tmp_path / "r.html"
+        assert 0 == main(["report", str(path), "-o", str(report)])
+        assert report.stat().st_size < 200_000

@@ -434,3 +434,20 @@ class TestFollower:
         out = [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()]
         assert 0 == code
         assert ["e-1", "e0", "e1"] == out
+
+
+class TestLiveFiles:
+    def test_each_file_is_followed_once_however_it_is_named(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from auditloop._cli.tail import _live_files
+
+        monkeypatch.chdir(tmp_path)
+        for name in ("t.jsonl", "t.jsonl.1", "20260131", "x.jsonl.gz"):
+            (tmp_path / name).write_bytes(b"")
+
+        names = ["t.jsonl", "./t.jsonl", "t.jsonl.1", "20260131", "x.jsonl.gz"]
+
+        live = _live_files(names)
+
+        assert [Path("t.jsonl"), Path("20260131")] == live

@@ -129,3 +129,11 @@ class TestParseRfc3339:
     def test_garbage_raises_value_error(self) -> None:
         with pytest.raises(ValueError):
             parse_rfc3339("yesterday")
+
+
+class TestBefore1970:
+    def test_the_second_before_the_epoch_is_formatted_in_full(self) -> None:
+        from auditloop._clock import format_rfc3339
+
+        assert "1969-12-31T23:59:59.500000Z" == format_rfc3339(-500_000_000)
+        assert "1969-12-31T23:59:58.500000Z" == format_rfc3339(-1_500_000_000)

@@ -58,7 +58,9 @@ def _after_fork_in_child() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
-_second_cache: tuple[int, str] = (-1, "")  # one tuple, so readers see a pair
+# One tuple, so readers see a pair; it starts true (for the second before
+# 1970), so no time can ever read an empty prefix.
+_second_cache: tuple[int, str] = (-1, "1969-12-31T23:59:59.")
 
 
 def format_rfc3339(ns: int) -> str:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from auditloop._cli._common import EXIT_USAGE, CLIError, HelpFormatter
+from auditloop._render import escape
 
 __all__ = ["build_parser", "main"]
 
@@ -90,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except CLIError as exc:
-        print(f"{parser.prog} {_command(argv)}: error: {exc}", file=sys.stderr)
+        # Escaped: a message may quote a file name with control characters.
+        message = escape(str(exc))
+        print(f"{parser.prog} {_command(argv)}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, like coreutils.

@@ -213,17 +213,25 @@ def parse_time_arg(text: str, now: float | None = None) -> float:
     relative = _RELATIVE.match(text.strip())
     if relative:
         seconds = float(relative[1]) * _UNIT_SECONDS[relative[2]]
-        return (time.time() if now is None else now) - seconds
+        result = (time.time() if now is None else now) - seconds
+    else:
+        try:
+            parsed = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a duration (90s, 15m, 1h, 2d, 1w) nor an "
+                "RFC 3339 time (2026-01-31T12:00:00Z)"
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        result = parsed.timestamp()
     try:
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
+        canonical_time(result)  # what the filters compare against
+    except (ValueError, OverflowError, OSError):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a duration (90s, 15m, 1h, 2d, 1w) nor an "
-            "RFC 3339 time (2026-01-31T12:00:00Z)"
+            f"{text!r} is out of range (years 1 to 9999 in UTC)"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    return result
 
 
 def canonical_time(seconds: float) -> str:
@@ -238,14 +246,19 @@ def time_key(value: object) -> str | None:
     form is returned as is (the fast path). Other RFC 3339 spellings are
     parsed and reformatted; anything else gives None.
     """
-    if type(value) is str and len(value) == 27 and value[26] == "Z":
+    if (
+        type(value) is str
+        and len(value) == 27
+        and value[26] == "Z"
+        and value[10] == "T"
+    ):
         return value
     if not isinstance(value, str):
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return canonical_time(parsed.timestamp())
+    except (ValueError, OverflowError, OSError):  # not a time, or out of range
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return canonical_time(parsed.timestamp())

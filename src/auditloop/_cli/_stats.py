@@ -8,6 +8,7 @@ failures per actor ...) is derived afterwards from those far fewer keys.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
@@ -21,6 +22,7 @@ __all__ = ["ALERT_ACTION", "NONE", "TrailStats"]
 NONE: Final = "-"
 #: The action of the events the rule engine emits for firing/resolved alerts.
 ALERT_ACTION: Final = "auditloop.alert"
+_CANONICAL: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def _text(value: Any) -> str:
@@ -71,7 +73,12 @@ class TrailStats:
                 key = (_text(key[0]), _text(key[1]), _text(key[2]), _text(key[3]))
                 raw[key] = raw.get(key, 0) + 1
             when = get("time")
-            if not (when.__class__ is str and len(when) == 27 and when[26] == "Z"):
+            if not (
+                when.__class__ is str
+                and len(when) == 27
+                and when[26] == "Z"
+                and when[10] == "T"
+            ):
                 when = time_key(when)
                 if when is None:
                     self.untimed += 1
@@ -91,6 +98,22 @@ class TrailStats:
         self.events += events
         self.first, self.last = first, last
         self._combos = None
+        self._drop_malformed_times()
+
+    def _drop_malformed_times(self) -> None:
+        """Count times that only look canonical (the hot loop checks just their
+        shape) as untimed, so the charts only ever parse real times."""
+        for minute, outcome in list(self.minutes):
+            try:
+                datetime.fromisoformat(minute + ":00+00:00")
+            except ValueError:
+                self.untimed += self.minutes.pop((minute, outcome))
+        bounds = [self.first, self.last]
+        if all(b is None or _CANONICAL.fullmatch(b) for b in bounds):
+            return
+        minutes = sorted(minute for minute, _outcome in self.minutes)
+        self.first = minutes[0] + ":00.000000Z" if minutes else None
+        self.last = minutes[-1] + ":59.999999Z" if minutes else None
 
     @property
     def combos(self) -> dict[tuple[str, str, str, str], int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import sys
 import tempfile
@@ -466,15 +467,21 @@ def run(args: argparse.Namespace) -> int:
         Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="auditloop-demo-"))
     )
     trail = directory / "audit.jsonl"
-    if trail.exists():
-        raise CLIError(
-            f"{trail} exists: choose an empty --dir (the demo never overwrites)"
-        )
+    for name in ("audit.jsonl", "audit.key", "rules.toml", "report.html"):
+        if (directory / name).exists():
+            raise CLIError(
+                f"{directory / name} exists: choose an empty --dir "
+                "(the demo never overwrites)"
+            )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32)
-        (directory / "audit.key").write_text(key + "\n")
-        (directory / "audit.key").chmod(0o600)
+        # Created private (0600) and new: never readable by others, even briefly.
+        fd = os.open(
+            directory / "audit.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+        )
+        with os.fdopen(fd, "w") as key_file:
+            key_file.write(key + "\n")
         (directory / "rules.toml").write_text(RULES_TOML)
     except OSError as exc:
         raise CLIError(f"{directory}: cannot write: {exc.strerror or exc}") from None

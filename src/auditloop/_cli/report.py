@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import math
 import sys
 import time
 from collections import Counter
@@ -173,7 +174,8 @@ def _bucket_seconds(span: float) -> int:
     for seconds in BUCKETS:
         if span / seconds < MAX_BARS:
             return seconds
-    return BUCKETS[-1]
+    weeks = math.ceil(span / BUCKETS[-1] / MAX_BARS)  # whole weeks, still 60 bars
+    return BUCKETS[-1] * weeks
 
 
 def _timeline(stats: TrailStats) -> tuple[int, list[tuple[float, Counter[str]]]]:

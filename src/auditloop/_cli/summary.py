@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ __all__ = ["register", "run", "summary_dict", "summary_text"]
 
 #: Histogram rows at most; a longer trail is shown per day instead of per hour.
 MAX_HOUR_ROWS: Final = 72
+MAX_DAY_ROWS: Final = 366
 _BAR_WIDTH: Final = 40
 
 EXAMPLES = """\
@@ -110,10 +112,19 @@ def _histogram(per_hour: dict[str, int]) -> tuple[str, str]:
     title = "Events per hour (UTC)"
     counts = dict(zip(times, per_hour.values(), strict=True))
     if (times[-1] - times[0]) / step >= MAX_HOUR_ROWS:
-        step, label, title = timedelta(days=1), "%Y-%m-%d", "Events per day (UTC)"
+        # Per day; for a span of years, per as many days as keep it readable.
+        span_days = (times[-1] - times[0]).days + 1
+        step = timedelta(days=math.ceil(span_days / MAX_DAY_ROWS))
+        label = "%Y-%m-%d"
+        title = (
+            "Events per day (UTC)"
+            if step.days == 1
+            else f"Events per {step.days} days (UTC)"
+        )
+        origin = times[0].replace(hour=0)
         days: Counter[datetime] = Counter()
         for moment, n in counts.items():
-            days[moment.replace(hour=0)] += n
+            days[origin + (moment - origin) // step * step] += n
         counts = dict(days)
     start, end = min(counts), max(counts)
     peak = max(counts.values())

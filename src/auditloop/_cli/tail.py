@@ -13,7 +13,13 @@ from typing import IO, Any, Final
 
 import orjson
 
-from auditloop._cli._common import HelpFormatter, Issues, expand_paths, scan
+from auditloop._cli._common import (
+    _ROTATED,
+    HelpFormatter,
+    Issues,
+    expand_paths,
+    scan,
+)
 from auditloop._cli._filter import Predicate, add_filter_arguments, build_filter
 from auditloop._cli._format import EventWriter, Style, add_color_argument
 from auditloop._reader import ReadIssue
@@ -128,11 +134,23 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
 
 
 def _live_files(names: Sequence[str]) -> list[Path]:
-    """The files named on the command line that can grow (not rotated, not gzipped)."""
-    live = []
+    """The files named on the command line that can grow, each once.
+
+    Not gzipped ones, nor rotated ones (``NAME.N`` beside an existing or
+    named ``NAME``); ``audit.20260131`` alone is a trail of its own.
+    """
+    live: list[Path] = []
+    seen: set[Path] = set()
     for name in names:
         path = Path(name)
-        if path.suffix != ".gz" and not path.name.rpartition(".")[2].isdigit():
+        match = _ROTATED.match(path.name)
+        if match:
+            base = path.with_name(match["base"])
+            if base.exists() or any(Path(other) == base for other in names):
+                continue
+        key = path.resolve()
+        if path.suffix != ".gz" and key not in seen:
+            seen.add(key)
             live.append(path)
     return live
 
