@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 import pytest
@@ -577,4 +579,402 @@ class TestEmit:
 
         assert {"type": "Unprintable", "message": "<unprintable message>"} == (
             only(memory).error
+        )
+
+
+class BadStr:
+    """An object whose ``str()`` and ``repr()`` both raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("broken __str__")
+
+    __repr__ = __str__
+
+
+class TestUnprintableActorAndTarget:
+    def test_emit_records_placeholders_instead_of_raising(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        auditloop.emit("x", actor=BadStr())
+        auditloop.emit("y", target=BadStr())
+
+        actor_event, target_event = memory.events
+        assert "<unprintable BadStr>" == (
+            actor_event.actor.id if actor_event.actor else None
+        )
+        assert "<unprintable BadStr>" == (
+            target_event.target.id if target_event.target else None
+        )
+
+    def test_audit_block_keeps_the_applications_exception(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        original = KeyError("original")
+
+        def block() -> None:
+            with auditloop.audit("role.grant", actor=BadStr()) as rec:
+                rec.target = BadStr()
+                raise original
+
+        with pytest.raises(KeyError) as raised:
+            block()
+
+        event = only(memory)
+        assert raised.value is original
+        assert ("failure", "<unprintable BadStr>", "<unprintable BadStr>") == (
+            event.outcome,
+            event.actor.id if event.actor else None,
+            event.target.id if event.target else None,
+        )
+
+
+class TestTargetErrorWithBrokenRepr:
+    class Weird(Exception):
+        def __repr__(self) -> str:
+            raise RuntimeError("broken __repr__")
+
+    def test_call_returns_and_the_event_names_the_error_type(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        def target(doc_id: str, **_: Any) -> str:
+            raise self.Weird("no target")
+
+        @auditloop.audited("doc.delete", target=target)
+        def delete(doc_id: str) -> str:
+            return "deleted"
+
+        assert "deleted" == delete("d1")
+        event = only(memory)
+        assert {"target_error": "<unprintable Weird>"} == event.attributes
+
+    def test_the_applications_exception_propagates_unchanged(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        def target(doc_id: str, **_: Any) -> str:
+            raise self.Weird("no target")
+
+        error = ValueError("app error")
+
+        @auditloop.audited("doc.delete", target=target)
+        def delete(doc_id: str) -> str:
+            raise error
+
+        with pytest.raises(ValueError) as raised:
+            delete("d1")
+        assert raised.value is error
+        assert "failure" == only(memory).outcome
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int) -> int:
+    return a + b
+
+
+class Adder:
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+class TestAuditedOtherCallables:
+    def test_partial_is_named_after_its_function(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        wrapped = auditloop.audited("x.add", capture=["b"])(functools.partial(add, 1))
+
+        assert 3 == wrapped(2)
+        event = only(memory)
+        assert (f"{__name__}:add", {"b": 2}) == (
+            event.source["function"],
+            event.attributes,
+        )
+
+    def test_callable_instance_is_named_after_its_class(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        wrapped = auditloop.audited("x.adder")(Adder())
+
+        assert 2 == wrapped(1)
+        assert f"{__name__}:Adder" == only(memory).source["function"]
+
+    def test_async_partial_stays_a_coroutine_function(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        wrapped = auditloop.audited("x.add")(functools.partial(async_add, 1))
+
+        assert inspect.iscoroutinefunction(wrapped)
+        assert 3 == asyncio.run(wrapped(2))
+        assert "success" == only(memory).outcome
+
+
+class TestAuditedGenerators:
+    def test_stays_a_generator_function_with_its_metadata(self) -> None:
+        @auditloop.audited("export.rows")
+        def rows(n: int) -> Generator[int, None, None]:
+            """Yield rows."""
+            yield from range(n)
+
+        assert inspect.isgeneratorfunction(rows)
+        assert ("rows", "Yield rows.") == (rows.__name__, rows.__doc__)
+        assert ["n"] == list(inspect.signature(rows).parameters)
+
+    def test_records_success_once_when_exhausted(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        @auditloop.audited("export.rows", capture=["n", "return"])
+        def rows(n: int) -> Generator[int, None, str]:
+            yield from range(n)
+            return "done"
+
+        gen = rows(3)
+        assert [] == memory.events  # nothing ran yet
+        assert [0, 1, 2] == list(gen)
+
+        event = only(memory)
+        assert ("success", {"n": 3, "return": "done"}) == (
+            event.outcome,
+            event.attributes,
+        )
+
+    def test_records_a_failure_during_iteration(self, memory: sinks.MemorySink) -> None:
+        error = RuntimeError("export failed mid-way")
+
+        @auditloop.audited("export.rows")
+        def rows() -> Generator[int, None, None]:
+            yield 1
+            raise error
+
+        got: list[int] = []
+        with pytest.raises(RuntimeError) as raised:
+            got.extend(rows())
+
+        event = only(memory)
+        assert ([1], error) == (got, raised.value)
+        assert ("failure", {"type": "RuntimeError", "message": str(error)}) == (
+            event.outcome,
+            event.error,
+        )
+
+    def test_early_close_is_a_success_marked_closed_early(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        cleaned: list[bool] = []
+
+        @auditloop.audited("export.rows")
+        def rows() -> Generator[int, None, None]:
+            try:
+                yield 1
+                yield 2
+            finally:
+                cleaned.append(True)
+
+        gen = rows()
+        assert 1 == next(gen)
+        gen.close()
+
+        event = only(memory)
+        assert ([True], "success", None, {"closed_early": True}) == (
+            cleaned,
+            event.outcome,
+            event.error,
+            event.attributes,
+        )
+
+    def test_never_iterated_records_nothing(self, memory: sinks.MemorySink) -> None:
+        @auditloop.audited("export.rows")
+        def rows() -> Generator[int, None, None]:
+            yield 1
+
+        rows().close()
+        assert [] == memory.events
+
+    def test_send_and_throw_reach_the_generator(self, memory: sinks.MemorySink) -> None:
+        @auditloop.audited("echo")
+        def echo() -> Generator[object, object, None]:
+            received: object = None
+            while True:
+                try:
+                    received = yield received
+                except KeyError:
+                    received = "caught"
+                if received == "stop":
+                    return
+
+        gen = echo()
+        assert None is next(gen)
+        assert "hello" == gen.send("hello")
+        assert "caught" == gen.throw(KeyError("k"))
+        with pytest.raises(StopIteration):
+            gen.send("stop")
+        assert "success" == only(memory).outcome
+
+    def test_duration_starts_at_the_first_iteration(
+        self, memory: sinks.MemorySink, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        now = [0]
+        monkeypatch.setattr(time, "perf_counter_ns", lambda: now[0])
+
+        @auditloop.audited("export.rows")
+        def rows() -> Generator[int, None, None]:
+            now[0] += 1_000_000  # the body runs for 1 ms
+            yield 1
+
+        gen = rows()
+        now[0] = 100_000_000  # 100 ms between creation and first iteration
+        assert [1] == list(gen)
+
+        assert 1.0 == only(memory).duration_ms
+
+
+class TestAuditedAsyncGenerators:
+    def test_stays_an_async_generator_function(self) -> None:
+        @auditloop.audited("export.rows")
+        async def rows() -> AsyncGenerator[int, None]:
+            yield 1
+
+        assert inspect.isasyncgenfunction(rows)
+        assert "rows" == rows.__name__
+
+    def test_success_when_exhausted(self, memory: sinks.MemorySink) -> None:
+        @auditloop.audited("export.rows")
+        async def rows(n: int) -> AsyncGenerator[int, None]:
+            for i in range(n):
+                yield i
+
+        async def main() -> list[int]:
+            return [row async for row in rows(3)]
+
+        assert [0, 1, 2] == asyncio.run(main())
+        assert "success" == only(memory).outcome
+
+    def test_failure_during_iteration(self, memory: sinks.MemorySink) -> None:
+        error = RuntimeError("async export failed")
+
+        @auditloop.audited("export.rows")
+        async def rows() -> AsyncGenerator[int, None]:
+            yield 1
+            raise error
+
+        async def main() -> list[int]:
+            got = []
+            async for row in rows():
+                got.append(row)
+            return got
+
+        with pytest.raises(RuntimeError) as raised:
+            asyncio.run(main())
+
+        event = only(memory)
+        assert (error, "failure", "RuntimeError") == (
+            raised.value,
+            event.outcome,
+            (event.error or {}).get("type"),
+        )
+
+    def test_aclose_is_a_success_marked_closed_early(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        cleaned: list[bool] = []
+
+        @auditloop.audited("export.rows")
+        async def rows() -> AsyncGenerator[int, None]:
+            try:
+                yield 1
+                yield 2
+            finally:
+                cleaned.append(True)
+
+        async def main() -> None:
+            gen = rows()
+            assert 1 == await anext(gen)
+            await gen.aclose()
+
+        asyncio.run(main())
+        event = only(memory)
+        assert ([True], "success", {"closed_early": True}) == (
+            cleaned,
+            event.outcome,
+            event.attributes,
+        )
+
+    def test_asend_and_athrow_reach_the_generator(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        @auditloop.audited("echo")
+        async def echo() -> AsyncGenerator[object, object]:
+            received: object = None
+            while True:
+                try:
+                    received = yield received
+                except KeyError:
+                    received = "caught"
+                if received == "stop":
+                    return
+
+        async def main() -> list[object]:
+            gen = echo()
+            got = [await gen.asend(None), await gen.asend("hello")]
+            got.append(await gen.athrow(KeyError("k")))
+            with pytest.raises(StopAsyncIteration):
+                await gen.asend("stop")
+            return got
+
+        assert [None, "hello", "caught"] == asyncio.run(main())
+        assert "success" == only(memory).outcome
+
+    def test_an_unhandled_athrow_is_a_failure(self, memory: sinks.MemorySink) -> None:
+        @auditloop.audited("export.rows")
+        async def rows() -> AsyncGenerator[int, None]:
+            yield 1
+
+        async def main() -> None:
+            gen = rows()
+            await anext(gen)
+            await gen.athrow(ValueError("stop it"))
+
+        with pytest.raises(ValueError, match="stop it"):
+            asyncio.run(main())
+        assert "failure" == only(memory).outcome
+
+
+class TestAuditInsideGenerators:
+    def test_break_out_of_the_generator_is_not_a_failure(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        def export() -> Generator[int, None, None]:
+            with auditloop.audit("export.rows"):
+                yield 1
+                yield 2
+
+        for _row in export():
+            break
+
+        event = only(memory)
+        assert ("success", None, {"closed_early": True}) == (
+            event.outcome,
+            event.error,
+            event.attributes,
+        )
+
+    def test_cancellation_is_still_a_failure(self, memory: sinks.MemorySink) -> None:
+        async def work(started: asyncio.Event) -> None:
+            async with auditloop.audit("job.run"):
+                started.set()
+                await asyncio.Event().wait()
+
+        async def main() -> None:
+            started = asyncio.Event()
+            task = asyncio.create_task(work(started))
+            await started.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        event = only(memory)
+        assert ("failure", "CancelledError") == (
+            event.outcome,
+            (event.error or {}).get("type"),
         )

@@ -274,6 +274,7 @@ class TestStats:
             "conversions",
             "processor_errors",
             "rule_errors",
+            "internal_errors",
         } <= set(stats)
         assert {
             "mode": "sync",
@@ -285,6 +286,23 @@ class TestStats:
         } == stats["sinks"]["MemorySink"]
         assert {} == stats["dropped"]
         assert isinstance(stats["conversions"], int)
+        assert 0 == stats["internal_errors"]
+
+    def test_an_event_lost_to_an_internal_error_is_counted(self) -> None:
+        # A broken clock (NaN) fails inside Auditor.record: the event is lost,
+        # but never silently.
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory], clock=lambda: float("nan"))
+
+        auditloop.emit("a")
+        auditloop.emit("b")
+
+        stats = auditloop.stats()
+        assert ([], 2, {"internal": 2}) == (
+            memory.lines,
+            stats["internal_errors"],
+            stats["dropped"],
+        )
 
     def test_same_sink_types_get_numbered_names(self) -> None:
         auditloop.configure(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -254,3 +254,67 @@ class TestStructlogContextvars:
         auditloop.emit("a")
 
         assert {} == memory.events[0].context
+
+
+class TestBindExitRobustness:
+    def test_unprintable_actor_never_raises(self, memory: sinks.MemorySink) -> None:
+        class BadStr:
+            def __str__(self) -> str:
+                raise RuntimeError("broken __str__")
+
+        with auditloop.bind(actor=BadStr()):
+            auditloop.emit("x")
+
+        assert ["<unprintable BadStr>"] == [actor_id(e) for e in memory.events]
+
+    def test_exit_in_another_copy_of_the_context_never_raises(self) -> None:
+        # What anyio's run_sync does to a FastAPI sync ``yield`` dependency:
+        # enter in one copy of the request's context, exit in another.
+        scope = auditloop.bind(actor="alice")
+        with auditloop.bind(request_id="r-1"):
+            contextvars.copy_context().run(scope.__enter__)
+            contextvars.copy_context().run(scope.__exit__, None, None, None)
+
+            assert {"request_id": "r-1"} == dict(current_scope().fields)
+        assert {} == dict(current_scope().fields)
+
+    def test_out_of_order_exit_restores_the_scope_it_replaced(self) -> None:
+        outer = auditloop.bind(actor="bob")
+        inner = auditloop.bind(tenant="t1")
+        outer.__enter__()
+        inner.__enter__()
+
+        outer.__exit__(None, None, None)
+        assert {} == dict(current_scope().fields)
+
+        inner.__exit__(None, None, None)  # already gone with its outer scope
+        assert {} == dict(current_scope().fields)
+
+    def test_a_generator_left_inside_its_bind_does_not_leak(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        def rows() -> Generator[int, None, None]:
+            with auditloop.bind(tenant="t1"):
+                yield 1
+                yield 2
+
+        with auditloop.bind(actor="bob"):
+            gen = rows()
+            for _row in gen:
+                break  # the generator stays suspended inside its bind
+        auditloop.emit("after.block")
+        gen.close()
+        auditloop.emit("after.close")
+
+        assert [(None, {}), (None, {})] == [
+            (actor_id(e), dict(e.context)) for e in memory.events
+        ]
+
+    def test_exiting_twice_changes_nothing(self) -> None:
+        with auditloop.bind(request_id="r-1"):
+            scope = auditloop.bind(actor="alice")
+            scope.__enter__()
+            scope.__exit__(None, None, None)
+            scope.__exit__(None, None, None)
+
+            assert {"request_id": "r-1"} == dict(current_scope().fields)

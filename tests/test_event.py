@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import attrs
 import orjson
 import pytest
@@ -170,3 +172,81 @@ class TestActorAndTarget:
     )
     def test_target_dict_normalises(self, given: object, expected: object) -> None:
         assert expected == target_dict(given)
+
+
+class BadStr:
+    def __str__(self) -> str:
+        raise RuntimeError("broken __str__")
+
+
+class BrokenMapping(Mapping[str, object]):
+    """A mapping whose items cannot be read."""
+
+    def __getitem__(self, key: str) -> object:
+        raise RuntimeError("unreadable")
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("unreadable")
+
+    def __len__(self) -> int:
+        return 1
+
+
+class TestNormalisationNeverRaises:
+    @pytest.mark.parametrize(
+        ("given", "expected"),
+        [
+            (BadStr(), {"id": "<unprintable BadStr>", "type": "user"}),
+            ({"id": BadStr()}, {"id": "<unprintable BadStr>", "type": "user"}),
+            (BrokenMapping(), {"id": "<unreadable actor>", "type": "user"}),
+        ],
+    )
+    def test_actor_dict(self, given: object, expected: object) -> None:
+        assert expected == actor_dict(given)
+
+    @pytest.mark.parametrize(
+        ("given", "expected"),
+        [
+            (BadStr(), {"id": "<unprintable BadStr>"}),
+            ({"id": BadStr()}, {"id": "<unprintable BadStr>"}),
+            (BrokenMapping(), {"id": "<unreadable target>"}),
+        ],
+    )
+    def test_target_dict(self, given: object, expected: object) -> None:
+        assert expected == target_dict(given)
+
+
+class TestFromDictOddShapes:
+    @pytest.mark.parametrize(
+        ("roles", "expected"),
+        [
+            (5, ("5",)),
+            ("admin", ("admin",)),
+            (None, ()),
+            (["a", "b"], ("a", "b")),
+            ({"a": 1}, ("{'a': 1}",)),
+        ],
+    )
+    def test_roles_of_any_shape(self, roles: object, expected: object) -> None:
+        actor = Actor.from_dict({"id": "a", "roles": roles})
+
+        assert expected == actor.roles
+
+    def test_non_mapping_error_attributes_context_source(self) -> None:
+        event = AuditEvent.from_dict(
+            {
+                "action": "x",
+                "error": "boom",
+                "attributes": [1, 2],
+                "context": "ctx",
+                "source": 7,
+            }
+        )
+
+        assert (
+            {"message": "boom"},
+            {"value": [1, 2]},
+            {"value": "ctx"},
+            {"value": 7},
+        ) == (event.error, event.attributes, event.context, event.source)
+        assert "x" == AuditEvent.from_dict(event.to_dict()).action

@@ -156,11 +156,40 @@ class TestAuditLogHandler:
 
         logger.addHandler(Recording())
 
+        class BadStr:
+            def __str__(self) -> str:
+                raise RuntimeError("broken __str__")
+
         with capture() as events:
-            logger.info("%d", "not a number", extra={"audit": True})
+            logger.info("refund", extra={"audit": {"action": BadStr()}})
 
         assert [] == events
-        assert ["%d"] == [r.msg for r in failed]
+        assert ["refund"] == [r.msg for r in failed]
+
+    def test_args_not_fitting_the_format_still_record_the_event(
+        self, logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(logging, "raiseExceptions", False)
+        failed: list[logging.LogRecord] = []
+
+        class Recording(AuditLogHandler):
+            def handleError(self, record: logging.LogRecord) -> None:
+                failed.append(record)
+
+        logger.addHandler(Recording())
+
+        with capture() as events:
+            logger.info(
+                "refund %d for %s",
+                "not-a-number",
+                extra={"audit": {"action": "refund.issue", "target": "order:9"}},
+            )
+            logger.info("%d", "not a number", extra={"audit": True})
+
+        assert [("refund.issue", "order:9"), ("%d", None)] == [
+            (e.action, e.target.id if e.target else None) for e in events
+        ]
+        assert [] == failed
 
     def test_fail_closed_audit_error_propagates(self, logger: logging.Logger) -> None:
         class Broken:

@@ -167,3 +167,46 @@ class TestBrokenProcessor:
     def test_processors_must_be_a_list(self) -> None:
         with pytest.raises(ConfigurationError, match="processors"):
             auditloop.configure(processors=42)  # type: ignore[arg-type]
+
+
+class TestProcessorReturningNoDict:
+    @pytest.mark.parametrize("result", [None, ["not", "a", "dict"], "text"])
+    def test_is_counted_and_the_previous_event_kept(self, result: object) -> None:
+        seen: list[dict[str, Any]] = []
+
+        def forgetful(
+            auditor: Any, method: str, event: dict[str, Any]
+        ) -> dict[str, Any]:
+            event["attributes"] = {**event.get("attributes", {}), "tagged": True}
+            return result  # type: ignore[return-value]
+
+        def after(auditor: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+            seen.append(event)
+            return event
+
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory], processors=[forgetful, after])
+
+        auditloop.emit("x", a=1)
+
+        [event] = memory.events
+        assert ("x", {"a": 1, "tagged": True}) == (event.action, event.attributes)
+        assert ["x"] == [e["action"] for e in seen]
+        assert 1 == auditloop.stats()["processor_errors"]
+
+    def test_a_dict_subclass_is_accepted(self) -> None:
+        class Event(dict[str, Any]):
+            pass
+
+        def wrapping(
+            auditor: Any, method: str, event: dict[str, Any]
+        ) -> dict[str, Any]:
+            return Event(event, attributes={"wrapped": True})
+
+        memory = sinks.MemorySink()
+        auditloop.configure(sinks=[memory], processors=[wrapping])
+
+        auditloop.emit("x")
+
+        assert {"wrapped": True} == memory.events[0].attributes
+        assert 0 == auditloop.stats()["processor_errors"]

@@ -89,7 +89,6 @@ class TestReadEvents:
             b'"just a string"',
             b'{"a": 1}\xc3',
             b'{"a": "\xff\xfe"}',
-            b'{"actor": {"id": "a", "roles": 5}}',
         ],
     )
     def test_malformed_lines_are_reported_and_skipped(

@@ -398,3 +398,29 @@ class TestRedactionProperty:
 
         check(record["attributes"])
         assert REDACTED == next(iter(record["attributes"]["payload"].values()))
+
+
+class TestBytesKeys:
+    def test_raw_asgi_header_pairs_are_redacted_by_name(
+        self, memory: sinks.MemorySink
+    ) -> None:
+        headers = {
+            b"cookie": b"session=abc123secret",
+            b"X-Api-Key": b"k-9f8e7d6c5b4a",
+            b"accept": b"text/html",
+        }
+        auditloop.emit("http.debug", headers=headers)
+
+        assert {
+            "b'cookie'": REDACTED,
+            "b'X-Api-Key'": REDACTED,
+            "b'accept'": "text/html",
+        } == memory.events[0].attributes["headers"]
+        assert b"abc123secret" not in memory.lines[0]
+        assert b"9f8e7d6c5b4a" not in memory.lines[0]
+
+    def test_non_ascii_bytes_keys_are_read_as_latin_1(self) -> None:
+        redactor = Redactor(extra_keys=["caf\xe9"])
+
+        assert redactor.is_secret(b"caf\xe9")
+        assert not redactor.is_secret(b"caf")

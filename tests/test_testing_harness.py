@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,10 @@ from typing import Any
 import pytest
 
 import auditloop
-from auditloop import rules
+from auditloop import AuditEvent, rules, sinks
 from auditloop.exceptions import RuleError
 from auditloop.rules import match
-from auditloop.testing import RuleHarness, run_rule_tests
+from auditloop.testing import FakeClock, RuleHarness, capture, run_rule_tests
 
 STORM = rules.Threshold(
     "storm",
@@ -303,3 +304,66 @@ class TestPytestPlugin:
         assert ["auditloop.alert"] == [
             e.action for e in audit_events if e.action.startswith("auditloop")
         ]
+
+
+@pytest.fixture
+def berlin_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run the test with the process's local time zone one hour off UTC."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+class TestFakeClockNaiveDatetimes:
+    def test_naive_start_and_set_are_utc(self, berlin_time: None) -> None:
+        clock = FakeClock(datetime(2026, 1, 1))
+        auditor = auditloop.Auditor(clock=clock)
+        with capture() as events:
+            auditor.emit("x")
+        clock.set(datetime(2026, 1, 2))
+
+        assert "2026-01-01T00:00:00.000000Z" == events[0].time
+        assert datetime(2026, 1, 2, tzinfo=UTC).timestamp() == clock()
+        auditor.shutdown()
+
+    def test_harness_reads_naive_datetimes_as_utc(self, berlin_time: None) -> None:
+        with RuleHarness([STORM], start=datetime(2030, 5, 1)) as harness:
+            assert datetime(2030, 5, 1, tzinfo=UTC).timestamp() == harness.start
+            harness.advance_to(datetime(2030, 5, 1, 0, 2))
+            assert 120.0 == harness.elapsed
+
+
+class TestCaptureNeverRaises:
+    def test_odd_actor_shapes_are_captured(self) -> None:
+        auditor = auditloop.Auditor()
+        with capture() as events:
+            auditor.emit("x", actor={"id": "a", "roles": 5})
+        auditor.shutdown()
+
+        assert [("a", ("5",))] == [
+            (e.actor.id, e.actor.roles) for e in events if e.actor is not None
+        ]
+
+    def test_a_failing_tap_is_counted_not_raised(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Nothing real makes AuditEvent.from_dict fail any more: simulate it.
+        def broken(d: object) -> AuditEvent:
+            raise TypeError("broken from_dict")
+
+        memory = sinks.MemorySink()
+        auditor = auditloop.Auditor(sinks=[memory])
+        monkeypatch.setattr(AuditEvent, "from_dict", broken)
+        with capture() as events:
+            auditor.emit("x")
+        monkeypatch.undo()
+
+        assert ([], 1, 1) == (
+            events,
+            len(memory.lines),
+            auditor.stats()["internal_errors"],
+        )
+        assert {} == auditor.stats()["dropped"]
+        auditor.shutdown()

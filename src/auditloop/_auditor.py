@@ -369,21 +369,28 @@ class Auditor:
             event["schema"] = "auditloop/1"
             for processor in self._chain:
                 try:
-                    event = processor(self, method, event)
+                    result: object = processor(self, method, event)
                 except DropEvent:
                     self.counters.incr("processor_dropped")
                     return
                 except Exception:
                     # A broken processor must not lose the event: skip its change.
                     self.counters.incr("processor_errors")
+                    continue
+                if result is not event:  # most processors return the same dict
+                    if type(result) is dict or isinstance(result, dict):
+                        event = result
+                    else:  # e.g. a forgotten ``return event``: keep the event
+                        self.counters.incr("processor_errors")
             try:
                 line = _dumps(event, default=to_jsonable)
             except Exception:
                 line = b""
             if not line or len(line) > MAX_STRING:
                 line = encode(event)  # the slow, never-failing path
-        except Exception:  # pragma: no cover - defensive: nothing may escape
+        except Exception:  # defensive: nothing may escape, every loss is counted
             self.counters.incr("internal_errors")
+            self.counters.incr("internal_dropped")
             return
         failure: AuditError | None = None
         for delivery in self.deliveries:
@@ -395,7 +402,10 @@ class Auditor:
                 failure = self._hand_over(line) or failure
                 break
         if _taps:
-            self._tap(line)
+            try:
+                self._tap(line)
+            except Exception:  # testing.capture() must not raise into the app
+                self.counters.incr("internal_errors")
         if self.rules is not None:
             try:
                 self.rules.observe(event, ns / 1e9)
@@ -592,7 +602,14 @@ class Auditor:
         return failure
 
     def stats(self) -> dict[str, Any]:
-        """Counters: per-sink written/queued/dropped/errors, totals, conversions."""
+        """Counters: per-sink written/queued/dropped/errors, totals, conversions.
+
+        ``processor_errors`` counts processors that raised or returned
+        something other than a dict (their change is skipped);
+        ``internal_errors`` counts failures inside auditloop itself (an
+        event lost that way is also counted under ``dropped["internal"]``,
+        a failing ``testing.capture()`` tap only here).
+        """
         sinks = {d.name: d.stats() for d in self.deliveries}
         dropped: dict[str, int] = {}
         for sink_stats in sinks.values():
@@ -601,12 +618,15 @@ class Auditor:
         own = self.counters.snapshot()
         if own.get("processor_dropped"):
             dropped["processor"] = own["processor_dropped"]
+        if own.get("internal_dropped"):
+            dropped["internal"] = own["internal_dropped"]
         result: dict[str, Any] = {
             "sinks": sinks,
             "dropped": dropped,
             "conversions": ENCODE_COUNTERS.get("conversions"),
             "processor_errors": own.get("processor_errors", 0),
             "rule_errors": own.get("rule_errors", 0),
+            "internal_errors": own.get("internal_errors", 0),
         }
         if self.rules is not None:
             result["rules"] = self.rules.stats()

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+)
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
@@ -24,7 +30,28 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _RETURN: Final = "return"  # never a parameter name: it is a Python keyword
+#: The attribute marking a generator (or ``audit()`` block) closed early.
+_CLOSED_EARLY: Final = "closed_early"
 TargetSpec = str | Callable[..., object] | None
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of *fn*, also for partials and callable instances."""
+    inner = getattr(fn, "func", None)  # functools.partial: name what it wraps
+    if inner is not None and isinstance(fn, functools.partial):
+        return _function_name(inner)
+    kind = type(fn)
+    module = getattr(fn, "__module__", None) or kind.__module__
+    qualname = getattr(fn, "__qualname__", None) or kind.__qualname__
+    return f"{module}:{qualname}"
+
+
+def _repr(value: object) -> str:
+    """``repr(value)``, or a placeholder naming its type when ``__repr__`` fails."""
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ must not raise into the application
+        return f"<unprintable {type(value).__name__}>"
 
 
 class _CallSpec:
@@ -65,7 +92,11 @@ class _CallSpec:
             )
         import inspect  # lazily: decoration time only, keeps the import cheap
 
-        params = inspect.signature(fn).parameters
+        function_name = _function_name(fn)
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):  # a callable without a readable signature
+            params = inspect.Signature().parameters
         self.param_names = tuple(
             name
             for name, p in params.items()
@@ -85,7 +116,7 @@ class _CallSpec:
         if unknown:
             raise ConfigurationError(
                 f"audited({action!r}): capture names {unknown[0]!r}, which is not a "
-                f"parameter of {fn.__qualname__}"
+                f"parameter of {function_name}"
             )
         if target is not None and not isinstance(target, str) and not callable(target):
             raise ConfigurationError(
@@ -99,7 +130,7 @@ class _CallSpec:
         self.capture_return = _RETURN in capture
         self.target = target_dict(target) if isinstance(target, str) else None
         self.target_fn = target if callable(target) else None
-        self.function = f"{fn.__module__}:{fn.__qualname__}"
+        self.function = function_name
         self.get_auditor = get_auditor
         self.source_cache: tuple[object, dict[str, Any]] = (None, {})
 
@@ -146,7 +177,7 @@ class _CallSpec:
                     target = target_dict(self.target_fn(**named))
                 except Exception as target_exc:
                     target = None
-                    attributes = {"target_error": repr(target_exc)}
+                    attributes = {"target_error": _repr(target_exc)}
             if self.capture_args:
                 captured = {n: named[n] for n in self.capture_args if n in named}
                 attributes = {**attributes, **captured} if attributes else captured
@@ -158,6 +189,15 @@ class _CallSpec:
             outcome = "success"
         elif isinstance(exc, auditor.denied):
             outcome = "denied"
+        elif isinstance(exc, GeneratorExit):
+            # Closed before the end (the consumer stopped early): not a failure.
+            outcome = "success"
+            attributes = (
+                {**attributes, _CLOSED_EARLY: True}
+                if attributes
+                else {_CLOSED_EARLY: True}
+            )
+            exc = None
         else:
             outcome = "failure"
         auditor.record(
@@ -196,6 +236,10 @@ def make_audited(
 
         import inspect
 
+        if inspect.isgeneratorfunction(fn):
+            return cast("Callable[P, R]", _generator_wrapper(fn, spec))
+        if inspect.isasyncgenfunction(fn):
+            return cast("Callable[P, R]", _async_generator_wrapper(fn, spec))
         if inspect.iscoroutinefunction(fn):
             async_fn = cast("Callable[P, Awaitable[Any]]", fn)
 
@@ -262,6 +306,78 @@ def make_audited(
         return wrapper
 
     return decorate
+
+
+def _generator_wrapper(
+    fn: Callable[..., Generator[Any, Any, Any]], spec: _CallSpec
+) -> Callable[..., Generator[Any, Any, Any]]:
+    """Wrap a generator function: one event when the generator finishes.
+
+    ``yield from`` forwards ``send``/``throw``/``close`` unchanged. The
+    duration runs from the first iteration to the end; a generator never
+    iterated records nothing.
+    """
+    perf_counter_ns = time.perf_counter_ns
+
+    @functools.wraps(fn)
+    def generator_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        start = perf_counter_ns()
+        try:
+            result = yield from fn(*args, **kwargs)
+        except BaseException as exc:  # GeneratorExit too: spec.record sorts it
+            spec.record(args, kwargs, start, exc, None)
+            raise
+        spec.record(args, kwargs, start, None, result)
+        return result
+
+    return generator_wrapper
+
+
+def _async_generator_wrapper(
+    fn: Callable[..., AsyncGenerator[Any, Any]], spec: _CallSpec
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    """Wrap an async generator function: one event when it finishes.
+
+    Forwards ``asend``/``athrow``/``aclose`` to the wrapped generator (async
+    generators have no ``yield from``). Records as :func:`_generator_wrapper`.
+    """
+    perf_counter_ns = time.perf_counter_ns
+
+    @functools.wraps(fn)
+    async def async_generator_wrapper(
+        *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, Any]:
+        start = perf_counter_ns()
+        inner = fn(*args, **kwargs)
+        try:
+            try:
+                value = await inner.__anext__()
+            except StopAsyncIteration:
+                spec.record(args, kwargs, start, None, None)
+                return
+            while True:
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await inner.aclose()
+                    raise
+                except BaseException as thrown:
+                    # Thrown in by athrow(): the wrapped generator handles it.
+                    try:
+                        value = await inner.athrow(thrown)
+                    except StopAsyncIteration:
+                        break
+                else:
+                    try:
+                        value = await inner.asend(sent)
+                    except StopAsyncIteration:
+                        break
+        except BaseException as exc:  # GeneratorExit too: spec.record sorts it
+            spec.record(args, kwargs, start, exc, None)
+            raise
+        spec.record(args, kwargs, start, None, None)
+
+    return async_generator_wrapper
 
 
 class Recorder:
@@ -331,6 +447,11 @@ class Recorder:
         duration_ms = (time.perf_counter_ns() - self._start_ns) / 1e6
         auditor = self._auditor()
         outcome = self.outcome
+        if exc is not None and isinstance(exc, GeneratorExit):
+            # The enclosing generator was closed early (the consumer stopped
+            # iterating): not a failure of the block.
+            self.attributes[_CLOSED_EARLY] = True
+            exc = None
         if outcome is None:
             if exc is None:
                 outcome = "success"

@@ -28,14 +28,17 @@ class Scope:
     Immutable after construction; events share its dicts read-only.
     """
 
-    __slots__ = ("actor", "context", "fields", "token")
+    __slots__ = ("actor", "context", "fields", "outer", "owner", "token")
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
         self.fields = fields
-        # Set by bind() when this scope is entered: how to restore the outer
-        # one. Kept on the scope (which lives in the context), not on the
-        # bind object, so one bind object entered by several threads or
-        # tasks at once restores each one's own outer scope.
+        # Set by bind() when this scope is entered: the bind object that
+        # entered it, the scope it replaced and the token restoring that one.
+        # Kept on the scope (which lives in the context), not on the bind
+        # object, so one bind object entered by several threads or tasks at
+        # once restores each one's own outer scope.
+        self.owner: bind | None = None
+        self.outer: Scope | None = None
         self.token: contextvars.Token[Scope] | None = None
         self.actor = actor_dict(fields.get("actor"))
         self.context = {k: v for k, v in fields.items() if k != "actor"}
@@ -109,7 +112,10 @@ class bind:  # noqa: N801 - used like a function: ``with bind(...)``, ``@bind(..
         self._fields = fields
 
     def __enter__(self) -> Mapping[str, Any]:
-        scope = Scope({**_scope.get().fields, **self._fields})
+        outer = _scope.get()
+        scope = Scope({**outer.fields, **self._fields})
+        scope.owner = self
+        scope.outer = outer
         scope.token = _scope.set(scope)
         return scope.fields
 
@@ -119,9 +125,30 @@ class bind:  # noqa: N801 - used like a function: ``with bind(...)``, ``@bind(..
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token = _scope.get().token
-        if token is not None:
-            _scope.reset(token)
+        """Restore the scope this entry replaced; never raises.
+
+        Normally this entry's scope is the current one and is reset. If an
+        inner scope is still current (exited out of order, or a generator
+        suspended inside its own ``bind``), the current context returns to
+        the scope this entry replaced, dropping the inner ones with it. If
+        this entry is not in the current context at all (already undone, or
+        entered in another copy of the context), nothing changes.
+        """
+        current = _scope.get()
+        scope: Scope | None = current
+        while scope is not None and scope.owner is not self:
+            scope = scope.outer
+        if scope is None or scope.outer is None:
+            return
+        if scope is current and scope.token is not None:
+            try:
+                _scope.reset(scope.token)
+                return
+            except (RuntimeError, ValueError):
+                # The token belongs to another copy of the context (anyio's
+                # run_sync enters and exits in two copies) or was used.
+                pass
+        _scope.set(scope.outer)
 
     async def __aenter__(self) -> Mapping[str, Any]:
         return self.__enter__()

@@ -48,6 +48,30 @@ def _drop_empty(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None and v not in ((), {})}
 
 
+def _text(value: object) -> str:
+    """``str(value)``, or a placeholder naming its type when ``__str__`` fails."""
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not raise into the application
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _roles(value: object) -> tuple[str, ...]:
+    """Roles as read back: a list is kept, a single value becomes one role."""
+    if not value:
+        return ()
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return (_text(value),)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """A mapping field as read back; any other non-empty value is wrapped."""
+    if isinstance(value, Mapping):
+        return value
+    return {"value": value} if value else {}
+
+
 @attrs.frozen
 class Actor:
     """Who did it: ``{id, type, name?, ip?, roles?}``."""
@@ -69,11 +93,11 @@ class Actor:
     def from_dict(cls, d: Mapping[str, Any]) -> Actor:
         """Build an actor from its wire form."""
         return cls(
-            id=str(d.get("id")),
-            type=str(d.get("type", "user")),
+            id=_text(d.get("id")),
+            type=_text(d.get("type", "user")),
             name=d.get("name"),
             ip=d.get("ip"),
-            roles=tuple(d.get("roles") or ()),
+            roles=_roles(d.get("roles")),
         )
 
 
@@ -92,7 +116,7 @@ class Target:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Target:
         """Build a target from its wire form."""
-        return cls(id=str(d.get("id")), type=d.get("type"), name=d.get("name"))
+        return cls(id=_text(d.get("id")), type=d.get("type"), name=d.get("name"))
 
 
 @attrs.frozen
@@ -124,9 +148,19 @@ class AuditEvent:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> AuditEvent:
-        """Build an event from its wire form (as decoded from JSON)."""
+        """Build an event from its wire form (as decoded from JSON).
+
+        Tolerant of shapes the schema does not allow (a processor may have
+        written them): ``roles`` that is not a list becomes one role, an
+        ``error`` that is not a mapping becomes ``{"message": ...}`` and any
+        other non-mapping ``attributes``/``context``/``source`` is wrapped
+        as ``{"value": ...}``. Never raises for a decoded JSON object.
+        """
         actor = d.get("actor")
         target = d.get("target")
+        error = d.get("error")
+        if error is not None and not isinstance(error, Mapping):
+            error = {"message": _text(error)}
         return cls(
             id=str(d.get("id", "")),
             time=str(d.get("time", "")),
@@ -137,11 +171,11 @@ class AuditEvent:
             actor=Actor.from_dict(actor) if isinstance(actor, Mapping) else None,
             target=Target.from_dict(target) if isinstance(target, Mapping) else None,
             reason=d.get("reason"),
-            error=d.get("error"),
+            error=error,
             duration_ms=d.get("duration_ms"),
-            attributes=d.get("attributes") or {},
-            context=d.get("context") or {},
-            source=d.get("source") or {},
+            attributes=_mapping(d.get("attributes")),
+            context=_mapping(d.get("context")),
+            source=_mapping(d.get("source")),
             schema=str(d.get("schema", SCHEMA)),
             seq=d.get("seq"),
             prev=d.get("prev"),
@@ -174,7 +208,12 @@ class AuditEvent:
 
 
 def actor_dict(value: object) -> dict[str, Any] | None:
-    """Normalise an actor given as id string, :class:`Actor` or mapping."""
+    """Normalise an actor given as id string, :class:`Actor` or mapping.
+
+    Never raises: an id whose ``__str__`` fails becomes
+    ``"<unprintable TypeName>"``, and a mapping that cannot be read becomes
+    ``{"id": "<unreadable actor>"}``.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -182,11 +221,14 @@ def actor_dict(value: object) -> dict[str, Any] | None:
     if isinstance(value, Actor):
         return value.to_dict()
     if isinstance(value, Mapping):
-        d = dict(value)
-        d["id"] = str(d.get("id", "unknown"))
+        try:
+            d = dict(value)
+        except Exception:  # a broken Mapping must not raise into the application
+            return {"id": "<unreadable actor>", "type": "user"}
+        d["id"] = _text(d.get("id", "unknown"))
         d.setdefault("type", "user")
         return d
-    return {"id": str(value), "type": "user"}
+    return {"id": _text(value), "type": "user"}
 
 
 def target_dict(value: object) -> dict[str, Any] | None:
@@ -194,6 +236,7 @@ def target_dict(value: object) -> dict[str, Any] | None:
 
     A string's part before the first ``:`` becomes its ``type``
     (``"document:42"`` → ``{"id": "document:42", "type": "document"}``).
+    Never raises (a broken ``__str__`` gives ``"<unprintable TypeName>"``).
     """
     if value is None:
         return None
@@ -203,7 +246,10 @@ def target_dict(value: object) -> dict[str, Any] | None:
     if isinstance(value, Target):
         return value.to_dict()
     if isinstance(value, Mapping):
-        d = dict(value)
-        d["id"] = str(d.get("id", "unknown"))
+        try:
+            d = dict(value)
+        except Exception:  # a broken Mapping must not raise into the application
+            return {"id": "<unreadable target>"}
+        d["id"] = _text(d.get("id", "unknown"))
         return d
-    return target_dict(str(value))
+    return target_dict(_text(value))

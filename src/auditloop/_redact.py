@@ -413,7 +413,9 @@ class Redactor:
         next time it costs one dict lookup.
         """
         text = _key_text(key)
-        norm = _normalise(text)
+        # Raw ASGI headers are bytes pairs: b"cookie" is matched as "cookie"
+        # (its text as written stays "b'cookie'", what the encoder writes).
+        norm = _normalise(key.decode("latin-1") if isinstance(key, bytes) else text)
         secret = norm in self.keys or norm.endswith(self._suffixes)
         scanned = self.scan(text)
         if scanned is not text:

@@ -65,16 +65,26 @@ def capture() -> Iterator[list[AuditEvent]]:
         remove_tap(events)
 
 
+def _unix_seconds(when: float | datetime) -> float:
+    """Unix seconds of *when*; a naive ``datetime`` is read as UTC."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    return float(when)
+
+
 class FakeClock:
     """A clock that only moves when told to; pass it as ``clock=``.
 
-    Calling it returns Unix time in seconds, like ``time.time``.
-    Thread-safe.
+    Calling it returns Unix time in seconds, like ``time.time``. A naive
+    ``datetime`` (no ``tzinfo``) given as *start* or to :meth:`set` is
+    read as UTC, whatever the machine's time zone. Thread-safe.
     """
 
     def __init__(self, start: float | datetime = 1_767_225_600.0) -> None:
         self._lock = threading.Lock()
-        self._now = start.timestamp() if isinstance(start, datetime) else float(start)
+        self._now = _unix_seconds(start)
 
     def __call__(self) -> float:
         with self._lock:
@@ -90,8 +100,8 @@ class FakeClock:
             return self._now
 
     def set(self, when: float | datetime) -> None:
-        """Jump to *when* (forward only)."""
-        target = when.timestamp() if isinstance(when, datetime) else float(when)
+        """Jump to *when* (forward only; a naive ``datetime`` is UTC)."""
+        target = _unix_seconds(when)
         with self._lock:
             if target < self._now:
                 raise ValueError("FakeClock only moves forward")
@@ -171,8 +181,8 @@ class RuleHarness:
     actions do not run unless *run_actions* is true. Nothing sleeps.
 
     Times (``at=``) are offsets from *start* (seconds, ``timedelta`` or a
-    duration like ``"5m"``) or absolute ``datetime`` values; time only
-    moves forward.
+    duration like ``"5m"``) or absolute ``datetime`` values (naive ones
+    are UTC); time only moves forward.
 
     Args:
         rules: rule objects, or a path to a TOML rule file (whose actions
@@ -224,7 +234,7 @@ class RuleHarness:
             ValueError: for something that is neither.
         """
         if isinstance(when, datetime):
-            return when.timestamp()
+            return _unix_seconds(when)
         try:
             return self.start + parse_duration(when, allow_zero=True)
         except RuleError as exc:

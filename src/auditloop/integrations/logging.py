@@ -46,6 +46,17 @@ def _check_level(owner: str, level: int | str) -> int:
     return level
 
 
+def _message(record: logging.LogRecord) -> str:
+    """The record's formatted message, or its unformatted ``msg`` if that fails."""
+    try:
+        return record.getMessage()
+    except Exception:  # args that do not fit the format must not lose the event
+        try:
+            return str(record.msg)
+        except Exception:
+            return f"<unprintable {type(record.msg).__name__}>"
+
+
 class AuditLogHandler(logging.Handler):
     """A logging handler that records audit-marked log records as audit events.
 
@@ -54,7 +65,8 @@ class AuditLogHandler(logging.Handler):
     ``extra={"audit": {...}}`` the mapping's ``action``, ``actor``,
     ``target``, ``outcome``, ``category``, ``severity`` and ``reason`` fill
     those event fields and its other keys become ``attributes``; the action
-    defaults to the formatted log message, which is also the action for
+    defaults to the formatted log message (the unformatted ``msg`` when its
+    arguments do not fit), which is also the action for
     ``extra={"audit": True}``. A record's exception (``exc_info``) becomes
     ``error`` and the outcome ``failure`` unless one is given.
     ``source.function`` is ``<logger name>:<function name>``.
@@ -89,11 +101,13 @@ class AuditLogHandler(logging.Handler):
             return
         try:
             fields = data if isinstance(data, Mapping) else {}
+            # The message is only the default action: not formatted (which
+            # may fail on mismatched args) when the mapping names one.
             emit_mapping(
                 self.auditor,
                 fields,
                 function=f"{record.name}:{record.funcName}",
-                default_action=record.getMessage(),
+                default_action="" if fields.get("action") else _message(record),
                 error=error_from_exc_info(record.exc_info),
             )
         except AuditError:
