@@ -165,6 +165,33 @@ class TestReplay:
         assert 0 == code
         assert "0 fired, 0 resolved (2 rules)\n" == capsys.readouterr().out
 
+    def test_start_watches_an_expected_group_from_then(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # Live, `expected` groups are watched from the process's start; the
+        # trail does not say when that was: --start does.
+        rules_file = tmp_path / "rules.toml"
+        rules_file.write_text(
+            '[[rules]]\nname = "no-deploy"\nkind = "absence"\nwithin = "10m"\n'
+            'group_by = ["target.id"]\nexpected = ["service:api"]\n'
+            '[rules.match]\naction = "deploy.finished"\n'
+        )
+        trail = tmp_path / "audit.jsonl"
+        trail.write_bytes(
+            event(300, "document.read", "alice") + event(840, "document.read", "bob")
+        )
+
+        def fired(*options: str) -> list[str]:
+            command = ["replay", str(trail), "--rules", str(rules_file), "--json"]
+            assert 0 == main([*command, *options])
+            out = capsys.readouterr().out
+            return [orjson.loads(line)["time"] for line in out.splitlines()]
+
+        # Without it the watch starts at the first record (5 min): the
+        # replay ends (14 min) before the group is 10 minutes quiet.
+        assert [] == fired()
+        assert [stamp(600)] == fired("--start", stamp(0))
+
     @pytest.mark.parametrize(
         ("content", "message"),
         [

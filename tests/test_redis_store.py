@@ -897,3 +897,147 @@ class TestConnectionWithoutSocket:
             Feed(storm(), store=shared).event(0, "permission.grant")
             assert "READONLY" in str(shared._last_error)
             assert inner._sock is None  # closed: the next call connects anew
+
+
+# -- regressions found in review ------------------------------------------------------
+
+
+def per_group(feed: Feed) -> dict[Any, list[tuple[str, float]]]:
+    found: dict[Any, list[tuple[str, float]]] = {}
+    for a in feed.alerts:
+        found.setdefault(tuple(a.group.values()), []).append(
+            (a.status, round(a.time.timestamp() - T0, 6))
+        )
+    return found
+
+
+class TestReviewRegressions:
+    @pytest.mark.parametrize("kind", ["threshold", "absence"])
+    def test_an_overdue_recheck_beyond_the_sweep_limit_comes_before_the_event(
+        self, redis_server: RedisServer, kind: str
+    ) -> None:
+        # More groups are due than one call sweeps (32): a group the sweep
+        # did not reach must still be re-checked before its new event counts.
+        def make() -> rules.Rule:
+            if kind == "absence":
+                return rules.Absence(
+                    "ab", match=match(action="a"), group_by=["actor.id"], within=10
+                )
+            return rules.Threshold(
+                "th",
+                match=match(action="a"),
+                group_by=["actor.id"],
+                at_least=2,
+                within=10,
+            )
+
+        memory = Feed(make())
+        redis = Feed(make(), store=store(redis_server))
+        actors = [f"u{i}" for i in range(40)]
+        for feed in (memory, redis):
+            feed.tick(0)
+            for actor in actors:  # 40 groups due at 10 (Threshold: fired at 4)
+                feed.event(0, "a", actor=actor)
+                if kind == "threshold":
+                    feed.event(4, "a", actor=actor)
+            feed.event(1, "a", actor="last")  # due at 11: after those 40
+            if kind == "threshold":
+                feed.event(5, "a", actor="last")
+            # No tick in between: the call carrying last's event sweeps
+            # only 32 of the groups due before it.
+            for actor in ["last", *actors]:
+                feed.event(12, "a", actor=actor)
+        if kind == "threshold":
+            expected = [("firing", 4.0), ("resolved", 10.0), ("firing", 12.0)]
+            last = [("firing", 5.0), ("resolved", 11.0), ("firing", 12.0)]
+        else:
+            expected = [("firing", 10.0), ("resolved", 12.0)]
+            last = [("firing", 11.0), ("resolved", 12.0)]
+        want = {(actor,): expected for actor in actors}
+        want["last",] = last
+        assert want == per_group(memory)
+        assert want == per_group(redis)
+
+    def test_a_big_int_group_or_value_is_no_outage(
+        self, redis_server: RedisServer
+    ) -> None:
+        prefix = fresh_prefix()
+        big = 2**70
+
+        def make() -> list[rules.Rule]:
+            return [
+                rules.Threshold(
+                    "th",
+                    match=match(action="a"),
+                    group_by=["attributes.acct"],
+                    at_least=2,
+                    within=60,
+                ),
+                rules.Distinct(
+                    "di",
+                    match=match(action="a"),
+                    field="attributes.n",
+                    at_least=2,
+                    within=60,
+                ),
+            ]
+
+        one_store = store(redis_server, prefix=prefix)
+        one = Feed(*make(), store=one_store)
+        one.event(1, "a", attributes={"acct": big, "n": big})
+        one.event(2, "a", attributes={"acct": big, "n": big + 1})
+        assert {"available": True, "failures": 0} == {
+            k: one_store.info()[k] for k in ("available", "failures")
+        }
+        stats = one.engine.stats()["rules"]["th"]
+        assert (0, 0) == (stats["fallback_events"], stats["skipped_events"])
+        assert [("th", "firing", (big,), 2.0), ("di", "firing", (), 2.0)] == (
+            one.transitions()
+        )
+        # Another process reads the group back from Redis, exactly.
+        two = Feed(*make(), store=store(redis_server, prefix=prefix))
+        two.tick(100)
+        resolved = [a for a in two.alerts if a.rule == "th"]
+        assert [{"attributes.acct": big}] == [dict(a.group) for a in resolved]
+
+    def test_true_one_and_one_point_zero_are_apart_as_in_memory(
+        self, redis_server: RedisServer
+    ) -> None:
+        def distinct() -> rules.Rule:
+            return rules.Distinct(
+                "di",
+                match=match(action="a"),
+                field="attributes.v",
+                at_least=3,
+                within=60,
+            )
+
+        memory = Feed(distinct())
+        redis = Feed(distinct(), store=store(redis_server))
+        for feed in (memory, redis):
+            for at, value in ((1, 1), (2, True), (3, 1.0)):
+                feed.event(at, "a", attributes={"v": value})
+        assert [("di", "firing", (), 3.0)] == memory.transitions()
+        assert memory.transitions() == redis.transitions()
+
+        def threshold() -> rules.Rule:
+            return rules.Threshold(
+                "th",
+                match=match(action="a"),
+                group_by=["attributes.code"],
+                at_least=2,
+                within=60,
+            )
+
+        prefix = fresh_prefix()
+        one_store = store(redis_server, prefix=prefix)
+        one = Feed(threshold(), store=one_store)
+        two = Feed(threshold(), store=store(redis_server, prefix=prefix))
+        # The process's key cache must not merge 1 and True either.
+        one.event(1, "a", attributes={"code": 1})
+        one.event(2, "a", attributes={"code": True})
+        two.event(3, "a", attributes={"code": 1.0})
+        assert [] == one.transitions() + two.transitions()
+        two.event(4, "a", attributes={"code": True})
+        assert [("th", "firing", (True,), 4.0)] == two.transitions()
+        assert bool is type(two.alerts[0].group["attributes.code"])

@@ -16,6 +16,7 @@ from auditloop._cli._common import (
     HelpFormatter,
     Issues,
     expand_paths,
+    parse_time_arg,
     scan,
 )
 from auditloop._cli._format import Style, add_color_argument, dumps_safe, short
@@ -30,7 +31,9 @@ examples:
 
 Event time drives the rule clock, so a trail recorded live replays to the
 alerts that fired live. Rule actions (then, on_resolve) are neither
-imported nor run.
+imported nor run. An absence rule without group_by, or with expected=,
+watches from the live process's start, which the trail does not record:
+pass it as --start, else the replay watches from the first record.
 exit status: 0, or 1 when an alert fired and --fail-on-alert is given,
 2 for bad input (unreadable files, invalid rules).
 """
@@ -57,6 +60,13 @@ def register(commands: Any) -> None:
         "--json",
         action="store_true",
         help="one transition per line: rule, status, group, time, value, evidence",
+    )
+    parser.add_argument(
+        "--start",
+        type=parse_time_arg,
+        metavar="WHEN",
+        help="the rule clock's start (when the live process started; RFC 3339 "
+        "or a duration ago): absence rules watch expected groups from then",
     )
     parser.add_argument(
         "--fail-on-alert",
@@ -95,12 +105,19 @@ def load_rules(name: str, *, allow_empty: bool = False) -> list[Any]:
 
 
 def transitions(
-    paths: Sequence[Path], rule_list: Sequence[Any], issues: Issues
+    paths: Sequence[Path],
+    rule_list: Sequence[Any],
+    issues: Issues,
+    *,
+    start: float | None = None,
 ) -> list[Any]:
-    """Replay the records of *paths* (in order) through *rule_list*."""
+    """Replay the records of *paths* (in order) through *rule_list*.
+
+    *start* is the rule clock's start (see ``rules.replay``).
+    """
     from auditloop import rules
 
-    return list(rules.replay(scan(paths, issues), rule_list))
+    return list(rules.replay(scan(paths, issues), rule_list, start=start))
 
 
 def _group(group: dict[str, Any]) -> str:
@@ -117,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     rule_list = load_rules(args.rules)
     paths = expand_paths(args.files)
     issues = Issues()
-    found = [t.to_dict() for t in transitions(paths, rule_list, issues)]
+    found = [
+        t.to_dict() for t in transitions(paths, rule_list, issues, start=args.start)
+    ]
     if args.json:
         out = sys.stdout.buffer
         for item in found:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import attrs
-import orjson
 
 from auditloop._clock import format_rfc3339
+from auditloop.rules._match import to_json
 
 __all__ = ["Alert", "Transition", "fingerprint", "rfc3339", "to_datetime"]
 
@@ -30,7 +30,7 @@ def rfc3339(when: datetime) -> str:
 
 def fingerprint(rule: str, group: Mapping[str, Any]) -> str:
     """A stable id of (rule, group): equal across processes and restarts."""
-    canonical = orjson.dumps([rule, group], option=orjson.OPT_SORT_KEYS, default=repr)
+    canonical = to_json([rule, group], sort_keys=True)  # never raises
     return hashlib.sha256(canonical).hexdigest()[:16]
 
 

@@ -33,8 +33,23 @@ _MAX_QUEUE: Final = 10_000
 ErrorHandler = Callable[["Action", "Alert", BaseException], None]
 
 
+class _EscapedError(Exception):
+    """Carries a SystemExit or KeyboardInterrupt a coroutine action raised.
+
+    asyncio lets those two through its event loop, which would stop the
+    loop thread for good; wrapped, the action just counts as failed.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+    try:
+        return await awaitable
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _EscapedError(exc) from exc
 
 
 class Dispatcher:
@@ -89,7 +104,9 @@ class Dispatcher:
                     pending = self._schedule(result, action, alert)
                 else:
                     self.counters.incr("run")
-            except Exception as exc:
+            except BaseException as exc:
+                # Even SystemExit (sys.exit() in a callback): the thread must
+                # live on, or every later action would wait forever.
                 self._failed(action, alert, exc)
             finally:
                 if not pending:
@@ -132,6 +149,8 @@ class Dispatcher:
             if fut.cancelled():
                 self.counters.incr("dropped")
             elif (exc := fut.exception()) is not None:
+                if isinstance(exc, _EscapedError):
+                    exc = exc.original
                 self._failed(action, alert, exc)
             else:
                 self.counters.incr("run")
@@ -159,8 +178,16 @@ class Dispatcher:
 
         Returns True when everything ran in time. A sync action still running
         is left to finish on its daemon thread; coroutines still pending are
-        cancelled.
+        cancelled. Returns within about *timeout* seconds (or one more second
+        for the threads to stop when *timeout* is ``None``).
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float:
+            if deadline is None:
+                return 1.0
+            return max(0.0, deadline - time.monotonic())
+
         ok = self.wait(timeout)
         with self._cond:
             self._closed = True
@@ -170,10 +197,10 @@ class Dispatcher:
             self._cond.notify_all()
             thread, loop, loop_thread = self._thread, self._loop, self._loop_thread
         if thread is not None and ok:
-            thread.join(1.0)
+            thread.join(left())
         if loop is not None and loop_thread is not None:
             loop.call_soon_threadsafe(_cancel_and_stop, loop)
-            loop_thread.join(1.0)
+            loop_thread.join(left())
             if not loop_thread.is_alive():
                 loop.close()
         return ok

@@ -9,10 +9,11 @@ handed to the sinks. The engine
 2. looks up the rules that can match the event's action in a per-action
    index, so rules that cannot match cost nothing, checks their remaining
    criteria, computes group keys, and lets the store count the event;
-3. turns lifecycle changes into :class:`Alert` objects, queues the rules'
-   actions on a dispatcher thread, and emits each alert as an
-   ``auditloop.alert`` event through the Auditor after the current event is
-   done (never recursively).
+3. turns lifecycle changes into :class:`Alert` objects and, still under its
+   lock (so they keep the order in which they were decided), tells the
+   listeners and queues the rules' actions on a dispatcher thread; it emits
+   each alert as an ``auditloop.alert`` event through the Auditor after the
+   current event is done (never recursively), in that same order.
 """
 
 from __future__ import annotations
@@ -158,6 +159,11 @@ class RuleEngine:
         self._listeners: list[Callable[[Alert], None]] = []
         self._firing: dict[tuple[str, Hashable], Alert] = {}
         self._local = threading.local()
+        # Alerts decided but not yet emitted as events, in decision order,
+        # each with its cascade budget (see _drain); appended under the lock.
+        self._outbox: deque[tuple[Alert, list[int]]] = deque()
+        # Held by the one thread emitting the outbox (never waited for).
+        self._draining = threading.Lock()
         self._dispatcher = Dispatcher(self._report_action_error)
         self._tick_interval = tick_interval
         self._ticking = (not _is_fake(clock)) if ticker is None else ticker
@@ -174,8 +180,9 @@ class RuleEngine:
         """See one processed event (wire form) at *timestamp* (Unix seconds).
 
         Never raises: internal errors are counted. Alerts it causes are
-        emitted before it returns; their actions run later on the
-        dispatcher thread.
+        emitted before it returns (or, if another thread is emitting alerts
+        right then, by that thread, right after the alerts decided before
+        them); their actions run later on the dispatcher thread.
         """
         changes: list[Change] | None = None
         alerts: list[Alert] | None = None
@@ -217,12 +224,13 @@ class RuleEngine:
                     changes = [*(changes or ()), *committed]
             if changes:
                 alerts = self._alerts(changes)
+                self._publish(alerts)
         except Exception:
             self._counters.incr("internal_errors")
         finally:
             lock.release()
         if alerts:
-            self._publish(alerts)
+            self._drain()
 
     def _observe_entries(
         self,
@@ -311,9 +319,8 @@ class RuleEngine:
                     roles |= 1 << bit
                     residuals.append((1 << bit, matcher.residual))
             if roles:
-                entries.append(
-                    (self._observers[rule], rule.key, roles, _residual(residuals))
-                )
+                residual = _residual(residuals, self._counters)
+                entries.append((self._observers[rule], rule.key, roles, residual))
         return tuple(entries)
 
     # -- time ----------------------------------------------------------------
@@ -340,10 +347,11 @@ class RuleEngine:
                         changes = [*changes, *self._commit()]
                     if changes:
                         alerts = self._alerts(changes)
+                        self._publish(alerts)
             except Exception:
                 self._counters.incr("internal_errors")
         if alerts:
-            self._publish(alerts)
+            self._drain()
 
     @property
     def now(self) -> float:
@@ -397,7 +405,13 @@ class RuleEngine:
         return alerts
 
     def _publish(self, alerts: list[Alert]) -> None:
-        """Tell listeners, queue actions, emit alert events (no lock held)."""
+        """Tell listeners, queue actions and alert events (engine lock held).
+
+        Under the lock, so each group's transitions reach its actions (one
+        worker runs them in queue order) and the outbox in the order they
+        were decided, whichever threads decided them. Nothing here blocks:
+        listeners must be quick, the dispatcher never blocks.
+        """
         for alert in alerts:
             for listener in self._listeners:
                 try:
@@ -412,29 +426,42 @@ class RuleEngine:
                 for action in actions:
                     self._dispatcher.submit(action, alert)
         if self.auditor is not None:
-            self._emit_alerts(alerts)
+            # Alerts caused by emitting an alert event share its budget: at
+            # most _MAX_CASCADE alert events per event observed.
+            budget = getattr(self._local, "budget", None) or [_MAX_CASCADE]
+            self._outbox.extend((alert, budget) for alert in alerts)
 
-    def _emit_alerts(self, alerts: list[Alert]) -> None:
-        # Emitting an alert event re-enters observe() on this thread; alerts
-        # that causes are queued here and emitted by the outermost call, in a
-        # loop instead of a recursion.
+    def _drain(self) -> None:
+        """Emit the outbox's alert events in order (engine lock not needed).
+
+        One thread at a time emits, never waiting for another: a thread that
+        finds another emitting leaves its alerts to it, behind the alerts
+        decided before them, so every group's alert events keep their
+        order. Emitting an alert event re-enters observe() on this thread;
+        the alerts that causes join the outbox and are emitted by this loop
+        (a loop instead of a recursion). Never raises.
+        """
+        outbox = self._outbox
         local = self._local
-        queue: deque[Alert] | None = getattr(local, "queue", None)
-        if queue is not None:
-            queue.extend(alerts)
-            return
-        queue = local.queue = deque(alerts)
-        emitted = 0
-        try:
-            while queue:
-                if emitted >= _MAX_CASCADE:
-                    self._counters.incr("alert_events_dropped", len(queue))
-                    queue.clear()
-                    break
-                emitted += 1
-                self._emit_alert(queue.popleft())
-        finally:
-            local.queue = None
+        while outbox:
+            if not self._draining.acquire(blocking=False):
+                return  # the emitting thread re-checks the outbox when done
+            try:
+                while outbox:
+                    alert, budget = outbox.popleft()
+                    if budget[0] <= 0:
+                        self._counters.incr("alert_events_dropped")
+                        continue
+                    budget[0] -= 1
+                    local.budget = budget
+                    try:
+                        self._emit_alert(alert)
+                    finally:
+                        local.budget = None
+            except Exception:  # pragma: no cover - _emit_alert never raises
+                self._counters.incr("internal_errors")
+            finally:
+                self._draining.release()
 
     def _emit_alert(self, alert: Alert) -> None:
         auditor = self.auditor
@@ -579,6 +606,10 @@ class RuleEngine:
         """Fresh lock, dispatcher and ticker in a forked child (state is kept)."""
         self._lock = threading.RLock()
         self._local = threading.local()
+        # The parent emits the alerts it decided; a thread draining there
+        # does not exist here.
+        self._outbox = deque()
+        self._draining = threading.Lock()
         self._dispatcher.after_fork_in_child()
         if self._stop_ticker is not None:
             self._start_ticker()
@@ -586,8 +617,15 @@ class RuleEngine:
 
 def _residual(
     residuals: list[tuple[int, Callable[[Event], bool] | None]],
+    counters: Counters,
 ) -> Residual | None:
-    """Combine per-matcher residual checks into one function returning roles."""
+    """Combine per-matcher residual checks into one function returning roles.
+
+    With one matcher, a ``where`` that raises propagates (the caller counts
+    it and skips the event: its only role is lost). With several, it costs
+    only its own matcher's bit, counted as a ``where_errors``: a Ratio's
+    ``match`` that raises must not take the event out of ``of`` as well.
+    """
     if all(check is None for _, check in residuals):
         return None
     if len(residuals) == 1:
@@ -600,8 +638,14 @@ def _residual(
     def roles(event: Event) -> int:
         mask = 0
         for bit, check in residuals:
-            if check is None or check(event):
+            if check is None:
                 mask |= bit
+                continue
+            try:
+                if check(event):
+                    mask |= bit
+            except Exception:
+                counters.incr("where_errors")
         return mask
 
     return roles
@@ -636,6 +680,7 @@ def replay(
     records: Iterable[Mapping[str, Any] | AuditEvent],
     rules: Sequence[Rule],
     *,
+    start: float | datetime | None = None,
     until: float | datetime | None = None,
 ) -> list[Transition]:
     """Run *records* through *rules* and return every alert transition.
@@ -647,10 +692,18 @@ def replay(
     Every rule's state is kept in memory for the replay, also that of rules
     built with their own ``store=`` (a replay never touches a shared store).
 
+    Live, an ``Absence`` rule watches its ``expected`` groups (and, without
+    ``group_by``, its single group) from the engine's start; a trail does
+    not record when that was, so a replay watches them from *start*, or
+    else from the first record's time.
+
     Args:
         records: wire-form dicts (as read from a JSON-lines trail) or
             :class:`~auditloop.AuditEvent` objects.
         rules: the rules to evaluate.
+        start: the clock's start (Unix seconds or datetime): when the live
+            engine started, if known. Records older than it are late events
+            (counted only if still inside their window).
         until: advance the clock to this time at the end (Unix seconds or
             datetime), so windows that emptied by then resolve.
 
@@ -671,6 +724,8 @@ def replay(
     )
     transitions: list[Transition] = []
     engine.add_listener(lambda alert: transitions.append(Transition.from_alert(alert)))
+    if start is not None:
+        engine.tick(start)
     for record in records:
         event: object = record.to_dict() if isinstance(record, AuditEvent) else record
         if not isinstance(event, Mapping):

@@ -30,6 +30,7 @@ from auditloop.rules._match import (
     compile_key,
     compile_path,
     hashable,
+    plain,
 )
 
 if TYPE_CHECKING:
@@ -239,9 +240,9 @@ class Rule:
         if not self.group_by:
             return {}
         if len(self.group_by) == 1:
-            return {self.group_by[0]: key}
+            return {self.group_by[0]: plain(key)}
         assert isinstance(key, tuple)
-        return dict(zip(self.group_by, key, strict=True))
+        return {path: plain(v) for path, v in zip(self.group_by, key, strict=True)}
 
     def key_of(self, group: Mapping[str, Any]) -> object:
         """Return the store key of a group given as ``{path: value}``."""

@@ -126,6 +126,11 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
         raise RuleError(
             f"{reference!r}: cannot import {module_name!r}: {exc}"
         ) from None
+    except Exception as exc:  # the module itself failed while importing
+        raise RuleError(
+            f"{reference!r}: importing {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
@@ -133,6 +138,11 @@ def resolve_callable(reference: str) -> Callable[..., Any]:
             raise RuleError(
                 f"{reference!r}: {module_name!r} has no {attr_path!r}"
             ) from None
+        except Exception as exc:  # e.g. a module __getattr__ that raises
+            raise RuleError(
+                f"{reference!r}: reading {attr_path!r} of {module_name!r} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     if not callable(target):
         raise RuleError(f"{reference!r} is not callable")
     return target  # type: ignore[no-any-return]
@@ -211,6 +221,11 @@ def _build(item: object, where: str, *, actions: bool) -> Rule:
         raise RuleError(f"{where}: name: required, a non-empty string (got {name!r})")
     label = f"rule {name!r}"
     kind = item.get("kind")
+    if not isinstance(kind, str):
+        raise RuleError(
+            f"{label}: kind: must be a string, one of {', '.join(_KINDS)} "
+            f"(got {kind!r})"
+        )
     if kind not in _KINDS:
         close = difflib.get_close_matches(str(kind), list(_KINDS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

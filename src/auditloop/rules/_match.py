@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import re
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final
@@ -24,10 +25,13 @@ __all__ = [
     "Getter",
     "KeyFunction",
     "Match",
+    "Typed",
     "compile_key",
     "compile_path",
     "hashable",
     "match",
+    "plain",
+    "to_json",
 ]
 
 #: Actions auditloop emits about itself (``auditloop.alert``,
@@ -64,17 +68,94 @@ _OBJECT_FIELDS: Final[Mapping[str, frozenset[str] | None]] = {
     "context": None,
     "source": None,
 }
-_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+#: Scalars that are their own group key / distinct value. ``bool`` and
+#: ``float`` are not: ``1``, ``True`` and ``1.0`` are equal dict keys but
+#: different JSON values (``1``, ``true``, ``1.0``), so they are wrapped in a
+#: :class:`Typed` (see :func:`hashable`).
+_SCALARS: Final = frozenset({str, int, type(None)})
+
+
+class Typed:
+    """A bool or float group key (or distinct value) that equals only itself.
+
+    Keeps ``True``, ``1`` and ``1.0`` apart as dict keys, as their JSON
+    forms are (what :class:`RedisStore` keys on), so every store counts them
+    as different values. :func:`plain` unwraps it.
+    """
+
+    __slots__ = ("_id", "value")
+
+    def __init__(self, value: bool | float) -> None:
+        self.value = value
+        # repr: also NaN equals itself and -0.0 differs from 0.0, as in JSON.
+        self._id = repr(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Typed) and self._id == other._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def plain(value: Any) -> Any:
+    """Undo :func:`hashable`'s wrapping of a bool or float (else unchanged)."""
+    return value.value if value.__class__ is Typed else value
+
+
+def _fallback(value: Any) -> Any:
+    # For json.dumps and orjson.dumps: what they cannot encode themselves.
+    if value.__class__ is Typed:
+        return value.value
+    return repr(value)
+
+
+def to_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Encode *value* (a group key, a distinct value) as JSON; never raises.
+
+    A :class:`Typed` key is written as its bool or float. Integers beyond
+    64 bits (which orjson refuses) are written exactly by the standard
+    library; objects JSON has no form for as their ``repr``.
+    """
+    try:
+        return orjson.dumps(
+            value,
+            option=orjson.OPT_SORT_KEYS if sort_keys else 0,
+            default=_fallback,
+        )
+    except TypeError:  # an int beyond 64 bits (rare: the slow path)
+        pass
+    try:
+        return json.dumps(
+            value,
+            default=_fallback,
+            sort_keys=sort_keys,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError):  # e.g. non-string dict keys, cycles
+        return orjson.dumps(repr(value))
 
 
 def hashable(value: Any) -> Any:
-    """Return *value* if it can be a dict key, else a canonical JSON string."""
-    if value.__class__ in _SCALARS:
+    """Return a dict key standing for *value* as a group key or distinct value.
+
+    Strings, ints and ``None`` stand for themselves; a bool or float is
+    wrapped in a :class:`Typed` (so ``True``, ``1`` and ``1.0`` stay apart);
+    another hashable value stands for itself; an unhashable one (a list, a
+    dict) becomes its canonical JSON string.
+    """
+    cls = value.__class__
+    if cls in _SCALARS:
         return value
+    if cls is bool or cls is float:
+        return Typed(value)
     try:
         hash(value)
     except TypeError:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=repr).decode()
+        return to_json(value, sort_keys=True).decode("utf-8", "surrogatepass")
     return value
 
 

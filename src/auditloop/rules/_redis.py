@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import os
 import socket
@@ -47,7 +48,7 @@ from auditloop._encode import encode
 from auditloop.exceptions import ConfigurationError
 from auditloop.rules._kinds import Absence, Distinct, Ratio, Rule, Threshold
 from auditloop.rules._kinds import Sequence as SequenceRule
-from auditloop.rules._match import hashable
+from auditloop.rules._match import hashable, to_json
 from auditloop.rules._store import Change, MemoryStore, Observer
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ _INF: Final = math.inf
 #: Seconds between re-checks of the shared schedule while no event arrives.
 _POLL: Final = 1.0
 #: Due groups re-checked per call: few with an event (keeps the call short),
-#: more on a tick (catches up after many windows closed at once).
+#: more on a tick (catches up after many windows closed at once). Beyond the
+#: limit, a group with an update in the call is still re-checked first (see
+#: the script's main), so the limit only delays other groups' transitions.
 _SWEEP_WITH_EVENT: Final = 32
 _SWEEP_ON_TICK: Final = 256
 #: Sweeping calls per tick at most while more groups are due.
@@ -344,7 +347,7 @@ class _Spec:
         found = self.groups.get(key)
         if found is not None:
             return found
-        keyjson = orjson.dumps(key, default=repr)
+        keyjson = to_json(key)  # never raises (an int beyond 64 bits...)
         base = self.stem + hashlib.blake2b(keyjson, digest_size=10).hexdigest()
         if len(self.groups) >= _MAX_CACHED:  # first in, first out: O(1)
             _, (forgotten, _, _) = self.groups.popitem(last=False)
@@ -359,7 +362,8 @@ class _Spec:
         key = self.keys.get(base)
         if key is not None:
             return key
-        value = orjson.loads(keyjson)
+        # json, not orjson: exact for integers beyond 64 bits (rare path).
+        value = json.loads(keyjson)
         if len(self.rule.group_by) > 1 and isinstance(value, list):
             return tuple(hashable(v) for v in value)
         return hashable(value)  # type: ignore[no-any-return]
@@ -751,9 +755,7 @@ class RedisStore:
                 _bulk(repr(timestamp).encode()) if event_time else _EMPTY,
                 _SMALL[roles] if roles < 16 else _bulk(b"%d" % roles),
                 blob if spec.keep else _ZERO,
-                _EMPTY
-                if value is None
-                else _bulk(orjson.dumps(hashable(value), default=repr)),
+                _EMPTY if value is None else _bulk(to_json(hashable(value))),
             )
         args[0] = b"*%d\r\n" % (count + 7 * len(pending))
         return args

@@ -557,7 +557,9 @@ local function recheck(base, at)
 end
 
 -- Re-check due groups in time order, including those a re-check
--- rescheduled to a time still due, at most `limit`.
+-- rescheduled to a time still due, at most `limit`. A group left due past
+-- the limit is re-checked before an update of it counts (see main), so the
+-- limit delays only transitions of groups without new events.
 local function sweep(limit)
   while limit > 0 do
     local due = call('ZRANGEBYSCORE', due_key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
@@ -632,7 +634,18 @@ local function main(ARGV)
     if ts <= now - c.within then
       flag = 1 -- late: outside the window already
     else
-      local g = load(ARGV[p + 1], c)
+      local base = ARGV[p + 1]
+      local g = load(base, c)
+      -- A re-check of this group that is due but was left to a later call
+      -- (more groups were due than the sweep takes) comes first, as
+      -- MemoryStore.advance runs before an event counts: else its
+      -- resolution (or Absence firing) would be lost under the new event.
+      local last = NEG_INF
+      while g.du ~= nil and g.du <= now and g.du > last do
+        last = g.du
+        recheck(base, last)
+        g = load(base, c)
+      end
       if g.new then
         set(g, 'k', ARGV[p + 2])
         set(g, 'c', c.raw)

@@ -38,7 +38,9 @@ __all__ = ["Batch", "Change", "MemoryStore", "Store", "check_store"]
 
 Event = Mapping[str, Any]
 
-_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+#: Distinct values that are their own dict key (see ``hashable``: a bool or
+#: float is not).
+_SCALARS: Final = frozenset({str, int, type(None)})
 #: Seconds of engine time between sweeps that forget idle groups.
 _GC_INTERVAL: Final = 1.0
 _INF: Final = math.inf
@@ -762,8 +764,26 @@ class MemoryStore:
             and group.idle(rule, now)
         )
 
+    @staticmethod
+    def _settled(rule: Rule, group: GroupState, now: float) -> bool:
+        """:meth:`_forgettable` but for the window (checked separately)."""
+        return (
+            group.status == INACTIVE
+            and group.due is None
+            and group.last_fired + rule.cooldown <= now
+        )
+
     def _collect(self, now: float) -> None:
-        """Forget idle groups, least recently seen first, until one is not idle."""
+        """Forget idle groups, least recently seen first, until one is not idle.
+
+        A group whose window is empty but which must be kept (cooling down,
+        or due for a re-check) is stepped over, not stopped at: else one
+        group cooling down for an hour at the head would keep every idle
+        group behind it, and they would fill ``max_groups`` and evict it.
+        The sweep stops at the first group with events in its window (the
+        ones behind it were seen later), so it costs the groups it forgets
+        plus those it steps over: groups that fired within their cooldown.
+        """
         for table in self._tables.values():
             groups = table.groups
             rule = table.rule
@@ -772,10 +792,13 @@ class MemoryStore:
                 if table.count:
                     self._collect_member(table, cohort, now)
                 continue
-            while groups:
-                key, group = next(iter(groups.items()))
-                if not self._forgettable(rule, group, now):
+            idle = []
+            for key, group in groups.items():
+                if not group.idle(rule, now):
                     break
+                if self._settled(rule, group, now):
+                    idle.append(key)
+            for key in idle:
                 del groups[key]
                 table.expired += 1
 
@@ -793,8 +816,10 @@ class MemoryStore:
                 times = record[0]
                 if times and times[-1] > cutoff:
                     break
-            elif not self._forgettable(rule, group, now):
+            elif not group.idle(rule, now):
                 break
+            elif not self._settled(rule, group, now):
+                continue  # kept (cooling down...), but no reason to stop
             idle.append(key)
         for key in idle:
             cohort.drop(table, key)

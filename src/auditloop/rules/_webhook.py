@@ -9,11 +9,10 @@ import time
 import urllib.parse
 from typing import Any, Final
 
-import orjson
-
 from auditloop._clock import format_rfc3339
 from auditloop.exceptions import ConfigurationError
 from auditloop.rules._alert import Alert
+from auditloop.rules._match import to_json
 
 __all__ = ["SIGNATURE_HEADER", "Webhook", "sign", "webhook"]
 
@@ -51,6 +50,12 @@ class Webhook:
             raise ConfigurationError(
                 f"webhook: url must be an http(s) URL, got {url!r}"
             )
+        try:
+            port = parts.port  # urlsplit checks the port only when asked
+        except ValueError as exc:
+            raise ConfigurationError(f"webhook: url: {exc}, got {url!r}") from None
+        if port == 0:
+            raise ConfigurationError(f"webhook: url: port 0 is not valid, got {url!r}")
         if not isinstance(secret, str | bytes) or not secret:
             raise ConfigurationError(
                 "webhook: secret must be a non-empty string or bytes"
@@ -91,7 +96,7 @@ class Webhook:
             "sent_at": format_rfc3339(time.time_ns()),
             "alert": alert.to_dict(),
         }
-        return orjson.dumps(body, default=repr)
+        return to_json(body)  # also a group value beyond 64 bits
 
     def __call__(self, alert: Alert) -> None:
         """POST *alert*; retry connection errors, 408, 429 and 5xx.
@@ -179,7 +184,8 @@ def webhook(
         headers: extra request headers.
 
     Raises:
-        ConfigurationError: for a bad URL, secret, timeout, retries or backoff.
+        ConfigurationError: for a bad URL (also an invalid port), secret,
+            timeout, retries or backoff.
     """
     return Webhook(
         url,
