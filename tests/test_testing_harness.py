@@ -276,6 +276,19 @@ class TestRuleTestsInToml:
                 "needs a rule name",
             ),
             ({"rules": rules_dicts(), "bogus": 1}, "unknown top-level key 'bogus'"),
+            (
+                {"rules": rules_dicts(), "tests": [{"events": 5, "expect": []}]},
+                "events must be an array of tables",
+            ),
+            (
+                {
+                    "rules": rules_dicts(),
+                    "tests": [
+                        {"expect": [{"at": 0, "firing": [{"rule": "r", "value": "1"}]}]}
+                    ],
+                },
+                "value must be a number",
+            ),
         ],
     )
     def test_bad_test_files(self, data: dict[str, Any], message: str) -> None:

@@ -134,7 +134,12 @@ def _normalise(spec: AlertSpec) -> dict[str, Any]:
     group = spec.get("group", {})
     if not isinstance(group, Mapping):
         raise ValueError(f"group must be a table of path = value: {spec!r}")
-    return {"rule": spec["rule"], "group": dict(group), "value": spec.get("value")}
+    value = spec.get("value")
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        raise ValueError(f"value must be a number: {spec!r}")
+    return {"rule": spec["rule"], "group": dict(group), "value": value}
 
 
 def _compare(label: str, expected: list[dict[str, Any]], got: list[Alert]) -> list[str]:
@@ -542,8 +547,11 @@ def _run_test(test: object, rules: Sequence[Rule], where: str) -> list[RuleTestF
     if not isinstance(start, float | int | datetime) or isinstance(start, bool):
         raise RuleError(f"{where}: start must be a date-time, got {start!r}")
     steps: list[tuple[float, int, int, Mapping[str, Any]]] = []
+    events = test.get("events", [])
+    if not isinstance(events, list):
+        raise RuleError(f"{where}: events must be an array of tables")
     with RuleHarness(rules, start=start) as harness:
-        for i, event in enumerate(test.get("events", [])):
+        for i, event in enumerate(events):
             steps += _event_steps(harness, event, f"{where}.events[{i}]", i)
         expectations = test.get("expect", [])
         if not isinstance(expectations, list) or not expectations:
