@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
@@ -79,6 +80,16 @@ def _error_dict(error: object) -> dict[str, str]:
         except Exception:
             return {"type": "error", "message": "<unreadable error mapping>"}
     return {"type": "error", "message": _str(error)}
+
+
+def _fast_callable(processor: Processor) -> Processor:
+    """*processor*, or its bound ``__call__`` when it is an instance of a class
+    defining one: calling that costs ~35 ns a call instead of ~85 ns."""
+    call = getattr(type(processor), "__call__", None)  # noqa: B004 - not a check
+    if isinstance(call, types.FunctionType):
+        bound: Processor = call.__get__(processor)
+        return bound
+    return processor
 
 
 def _str(value: object) -> str:
@@ -182,10 +193,15 @@ class Auditor:
             if clock is None
             else (lambda: round(clock() * 1_000_000) * 1000)
         )
-        self._chain: tuple[Processor, ...] = (
-            *_trace_processors(trace_context),
-            *((self.redactor,) if self.redactor else ()),
-            *self.processors,
+        self._chain: tuple[Processor, ...] = tuple(
+            map(
+                _fast_callable,
+                (
+                    *_trace_processors(trace_context),
+                    *((self.redactor,) if self.redactor else ()),
+                    *self.processors,
+                ),
+            )
         )
         # Nested dicts (context, source) are shared between events; copy them
         # only when a user processor could mutate them unredacted.
