@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from auditloop import Auditor, sinks
+from auditloop import Auditor, rules, sinks
 from auditloop._chain import GENESIS, ChainWriter, last_link, parse_link
 from auditloop._verify import verify
 from auditloop.exceptions import ConfigurationError
@@ -507,3 +508,87 @@ class TestFsyncAlways:
         sink.close()
 
         independent_check(lines_of(path), KEY)
+
+
+class TestSeveralChainedSinks:
+    def test_checkpoints_that_would_cause_each_other_are_refused(
+        self, tmp_path: Path
+    ) -> None:
+        a = chained_sink(tmp_path / "a.jsonl", checkpoint_every=2)
+        b = chained_sink(tmp_path / "b.jsonl", checkpoint_every=5)
+
+        with pytest.raises(ConfigurationError, match=r"sinks\[0\].checkpoint_every"):
+            Auditor(sinks=[a, b])
+
+    def test_sync_sinks_and_a_rule_emitting_from_where_never_deadlock(
+        self, tmp_path: Path
+    ) -> None:
+        # Each sink's checkpoint is recorded through both sinks and the rule
+        # engine, while other threads hold those locks the other way round.
+        sync = sinks.Delivery(mode="sync")
+        a = chained_sink(tmp_path / "a.jsonl", checkpoint_every=3, delivery=sync)
+        b = chained_sink(tmp_path / "b.jsonl", checkpoint_every=4, delivery=sync)
+        auditor: Auditor
+
+        def where(event: dict[str, Any]) -> bool:
+            auditor.emit("side.effect")
+            return True
+
+        rule = rules.Threshold(
+            "r",
+            match=rules.match(action="login", where=where),
+            at_least=10**6,
+            within=60,
+        )
+        auditor = Auditor(sinks=[a, b], rules=[rule], drop_report_interval=None)
+
+        def work(action: str) -> None:
+            for _ in range(300):
+                auditor.emit(action, actor="u")
+
+        threads = [
+            threading.Thread(target=work, args=(action,), daemon=True)
+            for action in ("login", "other", "login", "other")
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+        assert not any(thread.is_alive() for thread in threads)
+        auditor.shutdown(10)
+        assert [] == list(verify(tmp_path / "a.jsonl", key=KEY).findings)
+        assert [] == list(verify(tmp_path / "b.jsonl", key=KEY).findings)
+
+
+class TestFsyncFailure:
+    @pytest.mark.parametrize("fsync", ["batch", "always"])
+    def test_lines_written_before_a_failed_fsync_keep_their_numbers(
+        self, tmp_path: Path, fsync: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # No real disk fails fsync on demand: the OS call is replaced.
+        path = tmp_path / "a.jsonl"
+        sink = chained_sink(path, fsync=fsync, delivery=sinks.Delivery(mode="sync"))
+        auditor = Auditor(sinks=[sink], drop_report_interval=None)
+        auditor.emit("one")
+        real = os.fsync
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing)
+        auditor.emit("two")  # written; only its fsync fails
+        monkeypatch.setattr(os, "fsync", real)
+        auditor.emit("three")
+        auditor.shutdown(10)
+        records = [orjson.loads(line) for line in lines_of(path)]
+        stats = auditor.stats()["sinks"]["FileSink"]
+
+        seqs = [r["seq"] for r in records]
+        assert list(range(1, len(seqs) + 1)) == seqs  # no number used twice
+        assert ["one", "two", "three"] == [
+            r["action"] for r in records if not r["action"].startswith("auditloop.")
+        ]
+        assert [] == list(verify(path, key=KEY).findings)
+        assert {} == stats["dropped"]  # the line is there: not counted lost
+        assert 1 <= stats["errors"]

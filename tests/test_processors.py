@@ -53,6 +53,31 @@ class TestProcessors:
 
         assert {"name": "N", "tag": "T"} == memory.events[0].attributes
 
+    def test_processors_as_instances_with_any_kind_of_call(self) -> None:
+        class Method:
+            def __call__(self, auditor: Any, method: str, event: Any) -> Any:
+                event["attributes"] = {**event.get("attributes", {}), "m": 1}
+                return event
+
+        class Static:
+            @staticmethod
+            def __call__(auditor: Any, method: str, event: Any) -> Any:
+                event["attributes"] = {**event.get("attributes", {}), "s": 1}
+                return event
+
+        class Inherited(Method):
+            pass
+
+        memory = sinks.MemorySink()
+        auditor = auditloop.configure(
+            sinks=[memory], processors=[Method(), Static(), Inherited()]
+        )
+
+        auditloop.emit("x")
+
+        assert {"m": 1, "s": 1} == memory.events[0].attributes
+        assert 0 == auditor.stats()["processor_errors"]
+
     def test_user_processors_see_redacted_values(self) -> None:
         seen: list[Any] = []
 

@@ -30,6 +30,7 @@ __all__ = [
     "DeliveryClosed",
     "PartialWrite",
     "SyncDelivery",
+    "after_sync_write",
     "start_delivery",
 ]
 
@@ -131,6 +132,31 @@ class PartialWrite(Exception):  # noqa: N818 - a report, raised from the cause
         self.stored = stored
 
 
+class _SyncWrite(threading.local):
+    #: Records deferred until this thread's synchronous write is done, or
+    #: None outside one.
+    pending: list[Callable[[], None]] | None = None
+
+
+_sync_write = _SyncWrite()
+
+
+def after_sync_write(record: Callable[[], None]) -> bool:
+    """Run *record* once this thread's synchronous write is done (True), or
+    tell the caller to run it now (False: no such write in progress).
+
+    A sink that records events of its own from inside ``write()`` goes
+    through every delivery again; doing that under a synchronous
+    delivery's lock would deadlock against another sink's lock, or against
+    the rule engine's, taken in the other order by another thread.
+    """
+    pending = _sync_write.pending
+    if pending is None:
+        return False
+    pending.append(record)
+    return True
+
+
 class _FlushMarker:
     """Queued behind the events a flush must wait for."""
 
@@ -201,13 +227,29 @@ class SyncDelivery(_BaseDelivery):
 
     def __init__(self, sink: Sink, policy: Delivery, name: str) -> None:
         super().__init__(sink, policy, name)
-        # Reentrant: a sink records its own events (checkpoint, retention)
-        # from inside write(), and they come back through this delivery.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._closed = False
 
     def put(self, line: bytes) -> None:
-        """Write *line* now; raise :class:`AuditError` if fail-closed and it fails."""
+        """Write *line* now; raise :class:`AuditError` if fail-closed and it fails.
+
+        What the sink asks to record from inside ``write()`` (its checkpoint
+        and retention events, see :func:`after_sync_write`) is recorded
+        after the lock is released, before this returns.
+        """
+        if _sync_write.pending is not None:  # a sink's own event, being written
+            self._put(line)
+            return
+        pending: list[Callable[[], None]] = []
+        _sync_write.pending = pending
+        try:
+            self._put(line)
+        finally:
+            _sync_write.pending = None
+            for record in pending:  # each may write through a delivery again
+                record()
+
+    def _put(self, line: bytes) -> None:
         with self._lock:
             if self._closed:
                 if self.hand_over:
@@ -259,7 +301,7 @@ class SyncDelivery(_BaseDelivery):
 
     def after_fork_in_child(self) -> None:
         """Give the child a fresh lock (the parent's may have been held)."""
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
 
 
 _live: weakref.WeakSet[AsyncDelivery | SyncDelivery] = weakref.WeakSet()

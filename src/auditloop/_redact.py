@@ -548,12 +548,12 @@ class Redactor:
         costs one pass without copying. Never raises: a part that cannot be
         walked is replaced by the marker, in both modes.
         """
-        if type(value) is dict and value.keys() <= self._plain_fields:
-            min_scan, emails = self._min_scan, self.emails
-            for v in value.values():
-                if type(v) is not str or (
-                    (emails or len(v) >= min_scan) and self.scan(v) is not v
-                ):
+        if type(value) is dict:
+            plain, min_scan, emails = self._plain_fields, self._min_scan, self.emails
+            for k, v in value.items():
+                if k not in plain or type(v) is not str:
+                    break
+                if (emails or len(v) >= min_scan) and self.scan(v) is not v:
                     break
             else:
                 return value

@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from auditloop._delivery import SyncDelivery
+from auditloop._delivery import after_sync_write
 from auditloop.exceptions import AuditError
 
 if TYPE_CHECKING:
     from auditloop._auditor import Auditor
-    from auditloop._delivery import AsyncDelivery
+    from auditloop._delivery import AsyncDelivery, SyncDelivery
 
 __all__ = [
     "SYSTEM_ACTOR",
@@ -84,10 +84,14 @@ Notify = Callable[..., None]
 
 def _notifier(auditor: Auditor) -> Notify:
     # Called by a sink from inside its write(): the event goes through every
-    # delivery again, this sink's too (a synchronous one re-enters its lock,
-    # which is an RLock for this), so it is written before write() returns.
+    # delivery again. Under a synchronous delivery it is recorded once that
+    # write is done (never under its lock), before the caller's emit returns.
     def notify(action: str, attributes: Mapping[str, Any]) -> None:
-        system_event(auditor, action, attributes)
+        def record() -> None:
+            system_event(auditor, action, attributes)
+
+        if not after_sync_write(record):
+            record()
 
     return notify
 

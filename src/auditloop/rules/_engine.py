@@ -11,9 +11,12 @@ handed to the sinks. The engine
    criteria, computes group keys, and lets the store count the event;
 3. turns lifecycle changes into :class:`Alert` objects and, still under its
    lock (so they keep the order in which they were decided), tells the
-   listeners and queues the rules' actions on a dispatcher thread; it emits
-   each alert as an ``auditloop.alert`` event through the Auditor after the
-   current event is done (never recursively), in that same order.
+   listeners and queues the rules' actions on a dispatcher thread; then,
+   without the lock, the thread that decided them emits each alert as an
+   ``auditloop.alert`` event through the Auditor after the current event is
+   done (never recursively), in its own context. Alert events decided by
+   different threads at nearly the same time may reach the trail in either
+   order; each carries its transition's time.
 """
 
 from __future__ import annotations
@@ -159,11 +162,6 @@ class RuleEngine:
         self._listeners: list[Callable[[Alert], None]] = []
         self._firing: dict[tuple[str, Hashable], Alert] = {}
         self._local = threading.local()
-        # Alerts decided but not yet emitted as events, in decision order,
-        # each with its cascade budget (see _drain); appended under the lock.
-        self._outbox: deque[tuple[Alert, list[int]]] = deque()
-        # Held by the one thread emitting the outbox (never waited for).
-        self._draining = threading.Lock()
         self._dispatcher = Dispatcher(self._report_action_error)
         self._tick_interval = tick_interval
         self._ticking = (not _is_fake(clock)) if ticker is None else ticker
@@ -180,9 +178,8 @@ class RuleEngine:
         """See one processed event (wire form) at *timestamp* (Unix seconds).
 
         Never raises: internal errors are counted. Alerts it causes are
-        emitted before it returns (or, if another thread is emitting alerts
-        right then, by that thread, right after the alerts decided before
-        them); their actions run later on the dispatcher thread.
+        emitted before it returns; their actions run later on the
+        dispatcher thread.
         """
         changes: list[Change] | None = None
         alerts: list[Alert] | None = None
@@ -229,8 +226,8 @@ class RuleEngine:
             self._counters.incr("internal_errors")
         finally:
             lock.release()
-        if alerts:
-            self._drain()
+        if alerts and self.auditor is not None:
+            self._emit_alerts(alerts)
 
     def _observe_entries(
         self,
@@ -350,8 +347,8 @@ class RuleEngine:
                         self._publish(alerts)
             except Exception:
                 self._counters.incr("internal_errors")
-        if alerts:
-            self._drain()
+        if alerts and self.auditor is not None:
+            self._emit_alerts(alerts)
 
     @property
     def now(self) -> float:
@@ -405,12 +402,13 @@ class RuleEngine:
         return alerts
 
     def _publish(self, alerts: list[Alert]) -> None:
-        """Tell listeners, queue actions and alert events (engine lock held).
+        """Tell listeners and queue actions (engine lock held).
 
-        Under the lock, so each group's transitions reach its actions (one
-        worker runs them in queue order) and the outbox in the order they
-        were decided, whichever threads decided them. Nothing here blocks:
-        listeners must be quick, the dispatcher never blocks.
+        Under the lock, so each group's transitions reach its listeners and
+        actions (one worker runs them in queue order) in the order they were
+        decided, whichever threads decided them. Nothing here blocks:
+        listeners must be quick and must not emit events or call back into
+        the engine; the dispatcher never blocks.
         """
         for alert in alerts:
             for listener in self._listeners:
@@ -425,43 +423,32 @@ class RuleEngine:
                 actions = rule.then if alert.status == "firing" else rule.on_resolve
                 for action in actions:
                     self._dispatcher.submit(action, alert)
-        if self.auditor is not None:
-            # Alerts caused by emitting an alert event share its budget: at
-            # most _MAX_CASCADE alert events per event observed.
-            budget = getattr(self._local, "budget", None) or [_MAX_CASCADE]
-            self._outbox.extend((alert, budget) for alert in alerts)
 
-    def _drain(self) -> None:
-        """Emit the outbox's alert events in order (engine lock not needed).
+    def _emit_alerts(self, alerts: list[Alert]) -> None:
+        """Emit *alerts* as ``auditloop.alert`` events (engine lock not held).
 
-        One thread at a time emits, never waiting for another: a thread that
-        finds another emitting leaves its alerts to it, behind the alerts
-        decided before them, so every group's alert events keep their
-        order. Emitting an alert event re-enters observe() on this thread;
-        the alerts that causes join the outbox and are emitted by this loop
-        (a loop instead of a recursion). Never raises.
+        Emitting an alert event re-enters observe() on this thread; the
+        alerts that causes are queued here and emitted by the outermost
+        call, in a loop instead of a recursion, at most _MAX_CASCADE per
+        event observed. Never raises.
         """
-        outbox = self._outbox
         local = self._local
-        while outbox:
-            if not self._draining.acquire(blocking=False):
-                return  # the emitting thread re-checks the outbox when done
-            try:
-                while outbox:
-                    alert, budget = outbox.popleft()
-                    if budget[0] <= 0:
-                        self._counters.incr("alert_events_dropped")
-                        continue
-                    budget[0] -= 1
-                    local.budget = budget
-                    try:
-                        self._emit_alert(alert)
-                    finally:
-                        local.budget = None
-            except Exception:  # pragma: no cover - _emit_alert never raises
-                self._counters.incr("internal_errors")
-            finally:
-                self._draining.release()
+        queue: deque[Alert] | None = getattr(local, "queue", None)
+        if queue is not None:
+            queue.extend(alerts)
+            return
+        queue = local.queue = deque(alerts)
+        emitted = 0
+        try:
+            while queue:
+                if emitted >= _MAX_CASCADE:
+                    self._counters.incr("alert_events_dropped", len(queue))
+                    queue.clear()
+                    break
+                emitted += 1
+                self._emit_alert(queue.popleft())
+        finally:
+            local.queue = None
 
     def _emit_alert(self, alert: Alert) -> None:
         auditor = self.auditor
@@ -606,10 +593,6 @@ class RuleEngine:
         """Fresh lock, dispatcher and ticker in a forked child (state is kept)."""
         self._lock = threading.RLock()
         self._local = threading.local()
-        # The parent emits the alerts it decided; a thread draining there
-        # does not exist here.
-        self._outbox = deque()
-        self._draining = threading.Lock()
         self._dispatcher.after_fork_in_child()
         if self._stop_ticker is not None:
             self._start_ticker()

@@ -387,19 +387,33 @@ class FileSink:
                 chain.seq, _prev, chain.head = parsed
 
     def _write_data(self, data: bytes) -> None:
+        """Write *data* (whole lines) as ``fsync`` says.
+
+        Raises:
+            OSError: nothing was written (a failed write is undone).
+            PartialWrite: the first ``stored`` lines are in the file, the
+                rest not; an fsync that fails after its write leaves the
+                lines written (the OS has them, only not for sure on disk).
+        """
         if self.fsync == "always":
             for stored, line in enumerate(data.split(b"\n")[:-1]):
                 try:
                     self._write_all(line + b"\n")
-                    os.fsync(self._fd)
                 except OSError as exc:
                     if not stored:
                         raise
                     raise PartialWrite(stored) from exc  # the lines before are kept
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    raise PartialWrite(stored + 1) from exc
             return
         self._write_all(data)
         if self.fsync == "batch":
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise PartialWrite(data.count(b"\n")) from exc
 
     def _after_write(self, count: int) -> None:
         now = _monotonic()
