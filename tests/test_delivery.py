@@ -327,6 +327,28 @@ class TestOverflow:
 
 
 class TestBatching:
+    def test_full_batches_wake_the_writer_without_flush_or_tick(
+        self, make: Any
+    ) -> None:
+        # put() sets the writer's event once per wake-up: a wake-up lost to
+        # a race would leave full batches waiting for the 60 s tick.
+        sink = GateSink(Delivery(batch_size=10, flush_interval=60))
+        sink.gate.set()
+        auditor, _ = make(sink)
+
+        def produce(start: int) -> None:
+            emit_numbers(auditor, range(start, start + 2000))
+
+        threads = [threading.Thread(target=produce, args=(n * 2000,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        # Every full batch is written without flush(); at most one partial
+        # batch (< 10 events) may wait for the tick.
+        wait_until(lambda: len(sink.numbers()) > 8000 - 10)
+
     def test_a_backlog_is_queued_as_compact_copies(self) -> None:
         # orjson returns its bytes in ~4 KiB allocations: a full queue of
         # them would hold ~10x the memory of exact-size copies.

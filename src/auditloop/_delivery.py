@@ -336,6 +336,7 @@ class AsyncDelivery(_BaseDelivery):
     def _reset(self) -> None:
         self._queue: deque[bytes | _FlushMarker] = deque()
         self._wake = threading.Event()
+        self._woken = False  # put() has set _wake since the writer woke
         self._room = threading.Condition(threading.Lock())
         self._start_lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -348,22 +349,29 @@ class AsyncDelivery(_BaseDelivery):
     def put(self, line: bytes) -> None:
         """Queue *line* for the writer. Never raises; may wait (overflow "block")."""
         queue = self._queue
-        if len(queue) >= self._queue_size and not self._make_room():
+        queued = len(queue)
+        if queued >= self._queue_size and not self._make_room():
             return
         if self._closed and not self._draining_own():
             if self.hand_over:
                 raise DeliveryClosed
             self.drops.incr("closed")
             return
-        if len(queue) >= self._wake_at:
+        if queued + 1 < self._wake_at:  # no batch ready yet
+            queue.append(line)
+            if self._worker is None:
+                self._start()
+            return
+        if queued >= self._wake_at:
             # A backlog is building: orjson's bytes sit in a 4 KiB allocation,
-            # so queue a compact copy (a full queue stays ~4 MB, not ~40 MB).
+            # so queue a compact copy (a full queue stays ~4 MB, not ~40 MB);
             # join() makes one exact-size copy, twice as fast as memoryview.
             line = _copy((line, b""))
         queue.append(line)
         if self._worker is None:
             self._start()
-        elif len(queue) >= self._wake_at and not self._wake.is_set():
+        elif not self._woken:  # one set() per wake-up, not one per event
+            self._woken = True
             self._wake.set()
 
     def _make_room(self) -> bool:
@@ -427,6 +435,7 @@ class AsyncDelivery(_BaseDelivery):
         while True:
             self._wake.wait(self.policy.flush_interval)
             self._wake.clear()
+            self._woken = False  # before draining: later puts wake us again
             self._drain()
             if self._on_idle is not None:
                 try:
