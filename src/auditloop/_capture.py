@@ -387,7 +387,8 @@ class Recorder:
         target: what the action is done to (string, ``Target`` or mapping).
         outcome: set it to override the outcome recorded on exit (an
             exception in the block records ``failure``/``denied`` unless you
-            set one).
+            set one; ``GeneratorExit`` records ``success`` with
+            ``attributes.closed_early``).
         reason: why it was done, or why it was denied.
     """
 

@@ -92,11 +92,15 @@ def audited(
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Record every call of the decorated function as an audit event.
 
-    Works on functions, ``async def`` functions, methods, staticmethods and
-    classmethods; keeps the signature and type. The return value is never
-    changed and an exception is re-raised as the very same object, after
-    recording ``outcome="failure"`` (``"denied"`` for ``PermissionError`` and
-    the configured ``denied`` types) with ``error.type``/``error.message``.
+    Works on functions, ``async def`` functions, generator and async
+    generator functions, methods, staticmethods, classmethods,
+    ``functools.partial`` objects and callable instances; keeps the
+    signature and type. The return value is never changed and an exception
+    is re-raised as the very same object, after recording
+    ``outcome="failure"`` (``"denied"`` for ``PermissionError`` and the
+    configured ``denied`` types) with ``error.type``/``error.message``. A
+    generator is recorded once, when it finishes; one closed before the end
+    records ``success`` with ``attributes.closed_early`` (see docs/api.md).
 
     Args:
         action: the dotted action name, e.g. ``"document.delete"``.
@@ -136,7 +140,9 @@ def audit(
     The yielded :class:`Recorder` adjusts the event: ``rec.set(**attrs)``,
     ``rec.target = ...``, ``rec.outcome = ...``, ``rec.reason = ...``. The
     event is emitted on exit; an exception records ``failure`` (or
-    ``denied``) and propagates unchanged.
+    ``denied``) and propagates unchanged, except ``GeneratorExit`` (a
+    generator closed early around the block): ``success`` with
+    ``attributes.closed_early``.
     """
     return make_audit(
         get_auditor,

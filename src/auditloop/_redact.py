@@ -227,7 +227,8 @@ class Redactor:
     ``actor`` and ``target``: they say who did what). Only the matching
     part of a string is replaced (``"Bearer [REDACTED]"``). Mapping keys
     are scanned too, as the encoder writes them (``str(key)`` for an int,
-    bytes or tuple key); a key is scanned once and then remembered.
+    bytes or tuple key); a key is scanned once and then remembered, unless
+    it holds a secret.
 
     **Modes.** ``"best-effort"`` (default) redacts what it can: a part of an
     event that cannot be walked (a mapping whose ``items()`` raises) is
