@@ -756,22 +756,18 @@ class MemoryStore:
         return changes
 
     @staticmethod
-    def _forgettable(rule: Rule, group: GroupState, now: float) -> bool:
+    def _settled(rule: Rule, group: GroupState, now: float) -> bool:
+        """Inactive, not due for a re-check and not cooling down."""
         return (
             group.status == INACTIVE
             and group.due is None
             and group.last_fired + rule.cooldown <= now
-            and group.idle(rule, now)
         )
 
-    @staticmethod
-    def _settled(rule: Rule, group: GroupState, now: float) -> bool:
-        """:meth:`_forgettable` but for the window (checked separately)."""
-        return (
-            group.status == INACTIVE
-            and group.due is None
-            and group.last_fired + rule.cooldown <= now
-        )
+    @classmethod
+    def _forgettable(cls, rule: Rule, group: GroupState, now: float) -> bool:
+        """:meth:`_settled`, and its window is empty."""
+        return cls._settled(rule, group, now) and group.idle(rule, now)
 
     def _collect(self, now: float) -> None:
         """Forget idle groups, least recently seen first, until one is not idle.
