@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import calendar
+import contextlib
 import email.utils
+import json
 import os
 import shutil
 import socket
@@ -938,7 +940,7 @@ class TestSinkProtocol:
 
         sink.write(make_events(2))
 
-        assert {"sink_error": 2} == sink.drops.snapshot()
+        assert {"encode_error": 2} == sink.drops.snapshot()
         assert "KeyError" in (sink.last_error or "")
 
     def test_3xx_is_not_followed_and_is_counted(self, collector: Collector) -> None:
@@ -1185,3 +1187,335 @@ class TestFailClosed:
         # The engine counts the raised write; the spool must not count too.
         assert {"sink_error": 1} == auditor.stats()["dropped"]
         auditor.shutdown(2)
+
+
+# -- regressions from the second review ------------------------------------------
+
+
+def _read_request(reader: Any) -> bool:
+    """Read one HTTP request from *reader*; False at end of stream."""
+    line = reader.readline()
+    if not line:
+        return False
+    length = 0
+    while line not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+        line = reader.readline()
+    reader.read(length)
+    return True
+
+
+class _RawServer:
+    """A one-purpose server on 127.0.0.1: *handle(conn)* runs per connection."""
+
+    def __init__(self, handle: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.handle = handle
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _writer_threads() -> set[threading.Thread]:
+    return {
+        t
+        for t in threading.enumerate()
+        if t.name.startswith("auditloop-") and t.name != "auditloop-http-replay"
+    }
+
+
+class TestStaleTlsConnection:
+    def test_peer_gone_without_close_notify_is_resent_not_dropped(
+        self, pki: Path
+    ) -> None:
+        context = _server_tls(pki)
+        closed = threading.Event()
+        received: list[int] = []
+
+        def handle(raw: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                tls = context.wrap_socket(raw, server_side=True)
+                reader = tls.makefile("rb")
+                if _read_request(reader):
+                    received.append(1)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    if len(received) == 1:
+                        # A process that went away: TCP FIN, no close_notify.
+                        reader.close()
+                        socket.socket(fileno=tls.detach()).close()
+                        closed.set()
+                        return
+                while _read_request(reader):  # pragma: no cover - not reached
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        server = _RawServer(handle)
+        try:
+            sink = HTTPSink(
+                f"https://127.0.0.1:{server.port}/in", ca_file=pki / "ca.pem"
+            )
+            sink.write(make_events(2))
+            assert closed.wait(10)
+
+            sink.write(make_events(2))
+
+            assert {} == sink.drops.snapshot()
+            assert 4 == sink.stats()["sent"]
+            assert "tls" not in sink.stats()["failures"]
+            sink.close(1)
+        finally:
+            server.close()
+
+
+class TestRequestTimeLimit:
+    def test_trickling_answer_is_cut_at_timeout(self, tmp_path: Path) -> None:
+        stop = threading.Event()
+
+        def handle(conn: socket.socket) -> None:
+            with conn, contextlib.suppress(OSError):
+                _read_request(conn.makefile("rb"))
+                # One byte at a time, each well within the socket timeout,
+                # for ever: only a limit on the whole request ends it.
+                for byte in b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100_000:
+                    conn.sendall(bytes([byte]))
+                    if stop.wait(0.02):
+                        return
+
+        server = _RawServer(handle)
+        sink = HTTPSink(
+            f"http://127.0.0.1:{server.port}/", timeout=0.5, spool_dir=tmp_path
+        )
+        done = threading.Event()
+
+        def write() -> None:
+            sink.write(make_events(2))
+            done.set()
+
+        writer = threading.Thread(target=write, daemon=True)
+        try:
+            writer.start()
+
+            assert done.wait(20), "write() did not end at the time limit"
+            assert {"timeout": 1} == sink.stats()["failures"]
+            assert 2 == sink.stats()["spool"]["pending_events"]
+        finally:
+            stop.set()
+            server.close()
+            sink.close(1)
+
+
+class TestUserinfoPercentEncoded:
+    def test_password_is_decoded_and_scrubbed(self, collector: Collector) -> None:
+        collector.script(Reply(401, body=b"no: ann p@ss p%40ss"))
+        url = collector.url("/in").replace("http://", "http://ann:p%40ss@")
+        sink = HTTPSink(url)
+
+        sink.write(make_events(1))
+        sink.write(make_events(1))
+
+        expected = "Basic " + base64.b64encode(b"ann:p@ss").decode()
+        assert [expected] * 2 == [
+            r.headers["Authorization"] for r in collector.requests
+        ]
+        assert "p@ss" not in (sink.last_error or "")
+        assert "p%40ss" not in (sink.last_error or "")
+
+
+class TestErrorSnippet:
+    def test_secret_across_the_cut_is_scrubbed(self, collector: Collector) -> None:
+        token = "tok-0123456789abcdef"
+        collector.script(Reply(403, body=b"x" * 193 + f" {token}".encode()))
+        sink = HTTPSink(collector.url(), bearer_token=token)
+
+        sink.write(make_events(1))
+
+        assert "tok-01" not in (sink.last_error or "")
+        assert "HTTP 403" in (sink.last_error or "")
+
+
+class TestConstructionChecks:
+    @pytest.mark.parametrize(
+        ("url", "kwargs", "message"),
+        [
+            ("http://h/", {"bearer_token": "t\u2026k"}, "bearer_token"),
+            ("http://h/", {"headers": {"X-Key": "v\u2026"}}, r"headers\['X-Key'\]"),
+            ("http://h/", {"headers": {"X-Api Key": "v"}}, "headers has an invalid"),
+            ("http://h/ing\u00e9st", {}, "url path"),
+            ("http://h/in?api_key=SECRETKEY123&tag=a b", {}, "url query"),
+            ("http://h/", {"timeout": float("nan")}, "timeout"),
+            ("http://h/", {"timeout": float("inf")}, "timeout"),
+            ("http://h/", {"deadline": float("inf")}, "deadline"),
+            ("https://h/", {"ca_file": 123}, "ca_file"),
+            ("https://h/", {"client_cert": 1.5}, "client_cert"),
+        ],
+    )
+    def test_raises_naming_the_argument(
+        self, url: str, kwargs: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=message) as info:
+            HTTPSink(url, **kwargs)
+
+        assert "SECRETKEY123" not in str(info.value)
+
+    def test_query_never_in_last_error(self, collector: Collector) -> None:
+        collector.script(Reply(500, body=b"bad /in?api_key=SECRETKEY123"))
+        sink = HTTPSink(collector.url("/in?api_key=SECRETKEY123"), sleep=Sleeper())
+
+        sink.write(make_events(1))
+
+        assert "SECRETKEY123" not in (sink.last_error or "")
+
+
+def _deep(levels: int) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+class TestOtlpDepth:
+    def test_deep_value_is_sent_as_a_json_string(self, collector: Collector) -> None:
+        events = make_events(3) + make_events(1, payload=_deep(70))
+        sink = HTTPSink(collector.url(), format="otlp")
+
+        sink.write(events)
+
+        assert {} == sink.drops.snapshot()
+        assert set(ids_of(events)) == collector.unique_ids
+
+    def test_one_unencodable_event_drops_only_itself(
+        self, collector: Collector
+    ) -> None:
+        otlp = _fmt("otlp")
+
+        class Picky(type(otlp)):  # type: ignore[misc]
+            def encode(self, events: Sequence[bytes]) -> bytes:
+                if any(b"doc:1" in e for e in events):
+                    raise orjson.JSONEncodeError("too deep")
+                return otlp.encode(events)
+
+        sink = HTTPSink(collector.url("/v1/logs"), format="otlp")
+        sink.format = Picky(version="0")
+        events = make_events(3)
+
+        sink.write(events)
+
+        assert {"encode_error": 1} == sink.drops.snapshot()
+        assert {ids_of(events)[0], ids_of(events)[2]} == collector.unique_ids
+
+
+class TestForkHookRunsAtFork:
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    def test_idle_child_does_not_keep_the_spool_lock(self, tmp_path: Path) -> None:
+        with Collector() as collector:
+            collector.stop()
+            sink = HTTPSink(collector.url("/in"), spool_dir=tmp_path, timeout=2)
+            auditor = auditloop.Auditor(
+                service="s", sinks=[sink], drop_report_interval=None
+            )
+            for i in range(3):
+                auditor.emit("x.y", target=f"t:{i}")
+            # flush() waits for a replay that cannot happen: spooled is enough.
+            auditor.flush(0.5)
+            end = time.monotonic() + 10
+            while sink.stats()["spool"]["pending_events"] < 3:
+                assert time.monotonic() < end, "events were not spooled"
+                time.sleep(0.01)
+            release_r, release_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                os.read(release_r, 1)  # never touches the sink
+                os._exit(0)
+            try:
+                auditor.shutdown(5)
+                collector.start()
+                later = HTTPSink(collector.url("/in"), spool_dir=tmp_path)
+
+                delivered = collector.wait_for_ids(3, 15)
+
+                later.close(2)
+            finally:
+                os.write(release_w, b"x")
+                os.waitpid(pid, 0)
+                os.close(release_r)
+                os.close(release_w)
+            assert delivered
+
+
+class TestElasticsearchTimestamp:
+    def test_existing_timestamp_is_not_duplicated(self) -> None:
+        line = orjson.dumps(
+            {"id": "e1", "time": "2026-01-01T00:00:00Z", "@timestamp": "T"}
+        )
+        keys: list[list[str]] = []
+
+        def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            keys.append([k for k, _ in pairs])
+            return dict(pairs)
+
+        body = _fmt("elasticsearch-bulk", index="a").encode([line])
+        json.loads(body.split(b"\n")[1], object_pairs_hook=hook)
+
+        assert ["id", "time", "@timestamp"] == keys[-1]
+
+
+class TestShutdownTimeoutCountsOnce:
+    def test_abandoned_batch_is_not_also_retry_exhausted(
+        self, collector: Collector
+    ) -> None:
+        collector.faults = lambda n: Reply(503)
+        sink = HTTPSink(collector.url(), deadline=3.0, backoff=0.05, backoff_max=0.1)
+        before = _writer_threads()
+        auditor = auditloop.Auditor(
+            service="s", sinks=[sink], drop_report_interval=None
+        )
+        for i in range(5):
+            auditor.emit("x.y", target=f"t:{i}")
+        assert collector.wait_for(lambda c: len(c.requests) >= 1, 10)
+
+        assert not auditor.shutdown(0.2)
+        for thread in _writer_threads() - before:
+            thread.join(10)
+
+        assert {"shutdown_timeout": 5} == sink.drops.snapshot()
+
+    def test_abandoned_batch_is_not_spooled(
+        self, collector: Collector, tmp_path: Path
+    ) -> None:
+        arrived, gate = threading.Event(), threading.Event()
+
+        def respond(request: Request) -> Reply:
+            arrived.set()
+            gate.wait(10)
+            return Reply(503)
+
+        collector.respond = respond
+        sink = HTTPSink(collector.url(), spool_dir=tmp_path)
+        before = _writer_threads()
+        auditor = auditloop.Auditor(
+            service="s", sinks=[sink], drop_report_interval=None
+        )
+        for i in range(5):
+            auditor.emit("x.y", target=f"t:{i}")
+        assert arrived.wait(10)
+
+        assert not auditor.shutdown(0.2)
+        gate.set()
+        for thread in _writer_threads() - before:
+            thread.join(10)
+
+        assert {"shutdown_timeout": 5} == sink.drops.snapshot()
+        assert 0 == sink.stats()["spooled"]

@@ -537,6 +537,15 @@ class AsyncDelivery(_BaseDelivery):
         assert worker is not None
         worker.join(timeout)
         if worker.is_alive():
+            # The in-flight batch is counted here: a sink that can give it up
+            # (HTTPSink) must then neither count nor spool it too.
+            abandon = getattr(self.sink, "abandon", None)
+            if callable(abandon):
+                try:
+                    abandon()
+                except Exception as exc:
+                    self.errors += 1
+                    self.last_error = _describe(exc)
             # The writer still pops from the queue: take items out one by one
             # (iterating a deque another thread changes raises).
             lost = self._inflight

@@ -18,6 +18,7 @@ import orjson
 
 __all__ = [
     "FORMATS",
+    "OTLP_MAX_DEPTH",
     "Format",
     "ResponseCheck",
     "make_format",
@@ -26,6 +27,8 @@ __all__ = [
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
+#: Values nested deeper than this (JSON levels) go to OTLP as a JSON string.
+OTLP_MAX_DEPTH: Final = 32
 _INT64_MAX: Final = 2**63 - 1
 _INT64_MIN: Final = -(2**63)
 
@@ -119,8 +122,15 @@ class _JsonArray(Format):
         return b"[" + b",".join(events) + b"]"
 
 
-def _any_value(value: object) -> dict[str, Any]:
-    """Map a JSON value to an OTLP ``AnyValue`` (JSON mapping)."""
+def _any_value(value: object, depth: int = 0) -> dict[str, Any]:
+    """Map a JSON value to an OTLP ``AnyValue`` (JSON mapping).
+
+    Each JSON level becomes about four OTLP JSON levels; values nested
+    deeper than :data:`OTLP_MAX_DEPTH` are sent as a JSON ``stringValue`` so
+    the request stays within JSON encoders' nesting limits.
+    """
+    if isinstance(value, list | dict) and depth >= OTLP_MAX_DEPTH:
+        return {"stringValue": orjson.dumps(value).decode()}
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, bool):
@@ -133,14 +143,15 @@ def _any_value(value: object) -> dict[str, Any]:
     if isinstance(value, float):
         return {"doubleValue": value}
     if isinstance(value, list):
-        return {"arrayValue": {"values": [_any_value(v) for v in value]}}
+        values = [_any_value(v, depth + 1) for v in value]
+        return {"arrayValue": {"values": values}}
     if isinstance(value, dict):
-        return {"kvlistValue": {"values": _key_values(value)}}
+        return {"kvlistValue": {"values": _key_values(value, depth + 1)}}
     return {}
 
 
-def _key_values(mapping: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"key": str(k), "value": _any_value(v)} for k, v in mapping.items()]
+def _key_values(mapping: dict[str, Any], depth: int = 0) -> list[dict[str, Any]]:
+    return [{"key": str(k), "value": _any_value(v, depth)} for k, v in mapping.items()]
 
 
 def _hex_id(value: object, length: int) -> str | None:
@@ -323,7 +334,11 @@ class _ElasticBulk(Format):
                 action["_id"] = event["id"]
             parts.append(orjson.dumps({"create": action}))
             stamp = event.get("time")
-            if isinstance(stamp, str) and line.startswith(b"{") and len(line) > 2:
+            if "@timestamp" in event:
+                # Already there (an ECS processor): a second would be a
+                # duplicate key, which Elasticsearch refuses.
+                parts.append(line if line.startswith(b"{") else orjson.dumps(event))
+            elif isinstance(stamp, str) and line.startswith(b"{") and len(line) > 2:
                 parts.append(b'{"@timestamp":' + orjson.dumps(stamp) + b"," + line[1:])
             else:
                 parts.append(orjson.dumps({"@timestamp": stamp, **event}))

@@ -20,10 +20,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import email.utils
+import functools
 import hashlib
 import http.client
+import io
+import math
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -31,8 +35,8 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Any, Final, cast
+from urllib.parse import unquote, urlsplit
 
 from auditloop._counters import Counters
 from auditloop._delivery import Delivery
@@ -58,7 +62,12 @@ _STALE: Final = (
     ConnectionAbortedError,
     BrokenPipeError,
     http.client.BadStatusLine,
+    # A TLS peer that went away without close_notify (a restarted process).
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
 )
+# http.client refuses these in a request line (it raises InvalidURL).
+_BAD_URL_CHAR: Final = re.compile("[\x00-\x20\x7f]")
 
 _BULK_PATHS: Final = frozenset(("", "/", "/_bulk"))
 
@@ -114,6 +123,48 @@ class _Client:
         self.requests = 0
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Reads a response from *sock*, failing once *deadline* has passed.
+
+    A per-operation socket timeout never fires against a server that
+    trickles one byte at a time; this bounds the whole answer instead.
+    """
+
+    def __init__(self, sock: Any, deadline: float, limit: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+        self._limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took longer than timeout")
+        self._sock.settimeout(min(self._limit, remaining))
+        return int(self._sock.recv_into(buffer))
+
+
+class _Response(http.client.HTTPResponse):
+    """An HTTPResponse whose reads end at a deadline (monotonic seconds)."""
+
+    def __init__(
+        self,
+        sock: Any,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float,
+        limit: float,
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()  # the socket's own file: replaced by a timed one
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, limit))
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Return the wait a ``Retry-After`` header asks for, in seconds.
 
@@ -138,9 +189,10 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 def _number(name: str, value: object, *, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"HTTPSink: {name} must be a number, got {value!r}")
-    if value <= minimum:
+    if not math.isfinite(value) or value <= minimum:
         raise ConfigurationError(
-            f"HTTPSink: {name} must be greater than {minimum:g}, got {value!r}"
+            f"HTTPSink: {name} must be greater than {minimum:g} and finite, "
+            f"got {value!r}"
         )
     return float(value)
 
@@ -162,7 +214,23 @@ def _optional_str(name: str, value: object) -> str | None:
 
 
 def _header_safe(text: str) -> bool:
-    return "\r" not in text and "\n" not in text and "\0" not in text
+    # http.client sends header values as Latin-1: anything else fails at
+    # send time, so it is refused at construction instead.
+    if "\r" in text or "\n" in text or "\0" in text:
+        return False
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _path_option(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise ConfigurationError(
+            f"HTTPSink: {name} must be a path (str or os.PathLike), "
+            f"got {type(value).__name__}"
+        )
 
 
 class HTTPSink:
@@ -178,7 +246,8 @@ class HTTPSink:
         url: ``http://`` or ``https://`` collector URL. When its path is empty
             the format's usual path is used (``/v1/logs`` for ``otlp``,
             ``/services/collector/event`` for ``splunk-hec``, ``/_bulk`` for
-            ``elasticsearch-bulk``). ``user:password@`` becomes basic auth.
+            ``elasticsearch-bulk``). ``user:password@`` becomes basic auth
+            (percent-decoded). Its query is never shown in errors.
         format: ``"ndjson"`` (default), ``"json-array"``, ``"otlp"``
             (OTLP/HTTP JSON logs), ``"splunk-hec"`` or
             ``"elasticsearch-bulk"``.
@@ -189,7 +258,8 @@ class HTTPSink:
         client_cert: PEM client certificate (mutual TLS); ``client_key`` is
             its key when not in the same file.
         client_key: see ``client_cert``.
-        timeout: seconds each socket operation (connect, send, read) may take.
+        timeout: seconds one request may take in total (connect, send and
+            reading the answer); a slower one is abandoned as ``timeout``.
         deadline: without a spool, seconds a batch is retried before it is
             dropped as ``retry_exhausted``.
         backoff: first retry delay in seconds; doubles per retry, jittered
@@ -314,6 +384,10 @@ class HTTPSink:
         self._headers, self._secrets = self._make_headers(
             headers, bearer_token, basic_auth or userinfo, auditloop.__version__
         )
+        # Never shown either: the URL's password as written (percent-encoded)
+        # and its query, which may carry an API key.
+        extra = {x for x in (parts.query, parts.password or "") if len(x) >= 4}
+        self._secrets = tuple(sorted({*self._secrets, *extra}, key=len, reverse=True))
         self._headers = {"Content-Type": self.format.content_type, **self._headers}
         self._gzip_headers = {**self._headers, "Content-Encoding": "gzip"}
 
@@ -355,11 +429,19 @@ class HTTPSink:
             raise ConfigurationError("HTTPSink: url has an invalid port") from None
         if not parts.hostname:
             raise ConfigurationError("HTTPSink: url has no host")
-        if not _header_safe(url) or " " in parts.path:
+        # The message never quotes the path or query: a query may hold a key.
+        if not _header_safe(url):
             raise ConfigurationError("HTTPSink: url contains invalid characters")
+        for what, text in (("path", parts.path), ("query", parts.query)):
+            if not text.isascii() or _BAD_URL_CHAR.search(text):
+                raise ConfigurationError(
+                    f"HTTPSink: url {what} must be ASCII without spaces or control "
+                    "characters (percent-encode them)"
+                )
         userinfo = None
         if parts.username is not None:
-            userinfo = (parts.username, parts.password or "")
+            # user:p%40ss@ means the password "p@ss".
+            userinfo = (unquote(parts.username), unquote(parts.password or ""))
         return parts, parts.path, userinfo
 
     def _make_ssl_context(
@@ -368,6 +450,9 @@ class HTTPSink:
         client_cert: str | os.PathLike[str] | None,
         client_key: str | os.PathLike[str] | None,
     ) -> ssl.SSLContext | None:
+        _path_option("ca_file", ca_file)
+        _path_option("client_cert", client_cert)
+        _path_option("client_key", client_key)
         if not self._https:
             if ca_file is not None or client_cert is not None or client_key is not None:
                 raise ConfigurationError(
@@ -380,7 +465,7 @@ class HTTPSink:
             context = ssl.create_default_context(cafile=ca_file)
             if client_cert is not None:
                 context.load_cert_chain(client_cert, client_key)
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:
             which = "client_cert" if client_cert is not None else "ca_file"
             if ca_file is not None and "client" not in str(exc).lower():
                 which = "ca_file or client_cert" if client_cert else "ca_file"
@@ -429,15 +514,22 @@ class HTTPSink:
             if not isinstance(headers, Mapping):
                 raise ConfigurationError("HTTPSink: headers must be a mapping")
             for name, value in headers.items():
-                if not isinstance(name, str) or not name or not _header_safe(name):
+                if (
+                    not isinstance(name, str)
+                    or not name
+                    or not name.isascii()
+                    or not _header_safe(name)
+                    or ":" in name
+                    or any(c.isspace() for c in name)
+                ):
                     raise ConfigurationError(
                         f"HTTPSink: headers has an invalid name {name!r}"
                     )
                 if not isinstance(value, str) or not _header_safe(value):
                     # The value itself is never shown: it may be a secret.
                     raise ConfigurationError(
-                        f"HTTPSink: headers[{name!r}] must be a string without "
-                        "line breaks"
+                        f"HTTPSink: headers[{name!r}] must be a Latin-1 string "
+                        "without line breaks"
                     )
                 result[name] = value
                 secrets.add(value)
@@ -480,6 +572,11 @@ class HTTPSink:
         self._wake = threading.Event()
         self._replay_thread: threading.Thread | None = None
         self._down = False
+        # abandon(): the engine has counted the batch in write(); the sink
+        # must neither count nor spool it too.
+        self._abandon_lock = threading.Lock()
+        self._abandoned = False
+        self._writing: int | None = None  # ident of the thread in write()
 
     def __repr__(self) -> str:
         return f"HTTPSink({self.url!r}, format={self.format.name!r})"
@@ -507,6 +604,13 @@ class HTTPSink:
         if not batch:
             return
         events = list(batch)
+        self._writing = threading.get_ident()
+        try:
+            self._write(events)
+        finally:
+            self._writing = None
+
+    def _write(self, events: list[bytes]) -> None:
         # Fail-closed: an event that is neither delivered nor spooled must
         # raise (the engine turns it into AuditError), not just be counted.
         lost: list[str] | None = [] if self._fail_closed else None
@@ -518,15 +622,38 @@ class HTTPSink:
                 spool_it = self._down or spool.pending_events > 0
                 if spool_it:
                     # Keep order and never wait: queue behind the backlog.
-                    self._to_spool(spool, events, lost)
+                    self._spool_unless_abandoned(spool, events, lost)
             if not spool_it:
                 rest = self._deliver(self._writer_client, events, _DIRECT, lost)
                 if rest:
                     with self._route:
                         self._down = True
-                        self._to_spool(spool, rest, lost)
+                        self._spool_unless_abandoned(spool, rest, lost)
         if lost:
             raise RuntimeError(f"events not delivered: {', '.join(lost)}")
+
+    def abandon(self) -> None:
+        """Give up the batch a ``write()`` in progress is delivering.
+
+        Called by the delivery engine when ``shutdown(timeout)`` runs out of
+        time: the engine counts that batch as ``shutdown_timeout``, so from
+        now on the sink neither counts nor spools it (a request already on
+        the wire may still arrive). Also stops retries and the replay
+        thread, as ``close()`` does; spooled batches stay on disk.
+        Thread-safe, non-blocking.
+        """
+        with self._abandon_lock:
+            self._abandoned = True
+        self._stop.set()
+        self._poke.set()
+        self._wake.set()
+
+    def _spool_unless_abandoned(
+        self, spool: Spool, events: list[bytes], lost: list[str] | None
+    ) -> None:
+        with self._abandon_lock:
+            if not self._abandoned:
+                self._to_spool(spool, events, lost)
 
     def flush(self, timeout: float | None = None) -> None:
         """Make spooled batches durable and try to deliver them now.
@@ -614,9 +741,20 @@ class HTTPSink:
 
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
-            self._after_fork_in_child()
+            self.after_fork_in_child()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Reset connections, threads and spool files in a forked child.
+
+        Called by the delivery engine's at-fork hook right after ``fork()``
+        (or lazily on first use when the sink is used without the engine):
+        the child at once closes its copies of the parent's spool lock and
+        segment descriptors, so the parent's spool can be adopted after the
+        parent exits even while the child lives. Not thread-safe (the child
+        has one thread at that point).
+        """
+        if os.getpid() == self._pid:
+            return  # already done (the engine's hook, then a lazy check)
         # Sharing the parent's socket would interleave two processes' bytes
         # on one TCP stream; its spool directory stays the parent's.
         writer, replay = self._writer_client, self._replay_client
@@ -760,10 +898,14 @@ class HTTPSink:
         lost: list[str] | None,
     ) -> list[bytes]:
         attempt = 0
+        events, body = self._encodable(events, lost)
+        if not events:
+            return []
         while True:
-            outcome = self._attempt(client, events)
+            outcome = self._attempt(client, events, body)
             if outcome.kind == "ok":
                 events = self._settle(events, outcome, lost)
+                body = None
                 if not events:
                     return []
                 # Some items failed retryably (Elasticsearch 429/5xx items).
@@ -811,7 +953,10 @@ class HTTPSink:
 
     def _drop(self, reason: str, n: int, lost: list[str] | None) -> None:
         if lost is None:
-            self.drops.incr(reason, n)
+            with self._abandon_lock:
+                if self._abandoned and self._writing == threading.get_ident():
+                    return  # the engine counted the batch (shutdown_timeout)
+                self.drops.incr(reason, n)
         else:
             lost.append(f"{n} {reason}")
 
@@ -842,22 +987,56 @@ class HTTPSink:
             self._failures.incr("item_retry", len(check.retry))
         return [events[i] for i in check.retry if i < len(events)]
 
-    def _attempt(self, client: _Client, events: list[bytes]) -> _Outcome:
+    def _encodable(
+        self, events: list[bytes], lost: list[str] | None
+    ) -> tuple[list[bytes], bytes | None]:
+        """Return the events the format can encode, and their body.
+
+        When the batch cannot be encoded (an event too deep for the format),
+        encodes event by event so that only the bad ones are dropped and
+        counted (``encode_error``) instead of the whole batch.
+        """
+        try:
+            return events, self.format.encode(events)
+        except Exception as exc:
+            error: Exception = exc
+        good: list[bytes] = []
+        for event in events:
+            try:
+                self.format.encode([event])
+            except Exception as exc:
+                error = exc
+            else:
+                good.append(event)
+        bad = len(events) - len(good)
+        if bad:
+            self._failures.incr("encode_error")
+            self._note(
+                f"cannot encode as {self.format.name}: {type(error).__name__}: {error}"
+            )
+            self._drop("encode_error", bad, lost)
+        return good, None
+
+    def _attempt(
+        self, client: _Client, events: list[bytes], body: bytes | None = None
+    ) -> _Outcome:
         """Make one request (plus one immediate retry on a stale connection)."""
         try:
-            body = self.format.encode(events)
+            if body is None:
+                body = self.format.encode(events)
             headers = self._headers
             if self.gzip_min_bytes is not None and len(body) >= self.gzip_min_bytes:
                 body = zlib.compress(body, 1, wbits=31)
                 headers = self._gzip_headers
             status, retry_after, data = self._post(client, body, headers)
-        except ssl.SSLError as exc:
+        except ssl.SSLCertVerificationError as exc:
             # Certificate errors do not fix themselves soon: without a spool,
             # drop (counted); with one, keep the batch and keep trying.
             return self._failed("tls", exc, retryable=self._spool is not None)
         except TimeoutError as exc:
             return self._failed("timeout", exc)
         except (OSError, http.client.HTTPException) as exc:
+            # Includes other TLS errors (a connection cut mid-handshake …).
             return self._failed("connection", exc)
         except Exception as exc:
             return self._failed("sink_error", exc, retryable=False)
@@ -868,7 +1047,10 @@ class HTTPSink:
             )
         kind = f"http_{status}"
         self._failures.incr(kind)
-        snippet = data[:200].decode("utf-8", "replace").strip()
+        # Scrub before cutting: a secret across the cut would leak in part.
+        window = 200 + max((len(x) for x in self._secrets), default=0)
+        snippet = self._scrub(data[:window].decode("utf-8", "replace"))
+        snippet = snippet[:200].strip()
         self._note(
             f"POST {self.url}: HTTP {status}" + (f": {snippet}" if snippet else "")
         )
@@ -891,10 +1073,14 @@ class HTTPSink:
         self._note(f"POST {self.url}: {type(exc).__name__}: {exc}")
         return _Outcome("retry" if retryable else "drop", reason=kind)
 
-    def _note(self, message: str) -> None:
-        """Keep *message* as ``last_error``, scrubbed of every header value."""
+    def _scrub(self, message: str) -> str:
         for secret in self._secrets:
             message = message.replace(secret, "[REDACTED]")
+        return message
+
+    def _note(self, message: str) -> None:
+        """Keep *message* as ``last_error``, scrubbed of every header value."""
+        message = self._scrub(message)
         self.last_error = message if len(message) <= 500 else message[:500] + "…"
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -913,7 +1099,19 @@ class HTTPSink:
             if client.conn is None:
                 client.conn = self._connect()
             conn = client.conn
+            # The whole request (connect, send, answer) must end within
+            # timeout: each socket operation gets what is left of it.
+            deadline = time.monotonic() + self.timeout
+            conn.timeout = self.timeout
+            conn.response_class = cast(
+                "type[http.client.HTTPResponse]",
+                functools.partial(_Response, deadline=deadline, limit=self.timeout),
+            )
             try:
+                if conn.sock is None:
+                    conn.connect()
+                assert conn.sock is not None
+                conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
                 conn.request("POST", self._path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read(_MAX_RESPONSE)
