@@ -1357,7 +1357,7 @@ class TestConstructionChecks:
             ("http://h/in?api_key=SECRETKEY123&tag=a b", {}, "url query"),
             ("http://h/", {"timeout": float("nan")}, "timeout"),
             ("http://h/", {"timeout": float("inf")}, "timeout"),
-            ("http://h/", {"deadline": float("inf")}, "deadline"),
+            ("http://h/", {"deadline": float("nan")}, "deadline"),
             ("https://h/", {"ca_file": 123}, "ca_file"),
             ("https://h/", {"client_cert": 1.5}, "client_cert"),
         ],
@@ -1519,3 +1519,91 @@ class TestShutdownTimeoutCountsOnce:
 
         assert {"shutdown_timeout": 5} == sink.drops.snapshot()
         assert 0 == sink.stats()["spooled"]
+
+
+class TestReviewOfTheFixes:
+    def test_a_body_sent_after_the_headers_of_a_closing_answer_is_read(
+        self,
+    ) -> None:
+        # HTTP/1.0 style: headers, then the body in a second write, then close.
+        # The timed reader must keep the socket open after http.client closed
+        # the connection object for "Connection: close".
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        received: list[int] = []
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split()[0])
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    received.append(length)
+                    conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+                    conn.sendall(b'{"ok":true}')
+
+        threading.Thread(target=serve, daemon=True).start()
+        port = listener.getsockname()[1]
+        sink = HTTPSink(f"http://127.0.0.1:{port}/in", sleep=Sleeper())
+        try:
+            sink.write(make_events(5))
+        finally:
+            sink.close(1)
+            listener.close()
+
+        assert 1 == len(received)
+        assert {} == sink.drops.snapshot()
+        assert 5 == sink.stats()["sent"]
+
+    def test_abandon_only_affects_a_sink_being_closed(self) -> None:
+        # configure() keeps the sink for the next Auditor while the old one's
+        # shutdown times out on a slow answer: the sink must go on counting
+        # and retrying its own writes.
+        answering = threading.Event()
+        release = threading.Event()
+
+        def respond(request: Request) -> Reply | None:
+            if not answering.is_set():
+                answering.set()
+                release.wait(10)  # slow but healthy
+            return None
+
+        with Collector(respond=respond) as server:
+            sink = HTTPSink(server.url(), sleep=Sleeper())
+            old = auditloop.Auditor(sinks=[sink], drop_report_interval=None)
+            old.emit("slow")
+            assert answering.wait(10)
+            new = auditloop.Auditor(sinks=[sink], drop_report_interval=None)
+
+            old.shutdown(0.2, keep=[sink], successor=new)
+            release.set()
+            server.script(Reply(503))  # one transient error, retried
+            events = make_events(3)
+            for line in events:
+                new.deliveries[0].put(line)
+            assert new.flush(10)
+
+            assert set(ids_of(events)) <= server.unique_ids
+            new.shutdown(5)
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/in",
+            "http://user:p\u00e4ss\u20ac@h/in",
+        ],
+    )
+    def test_unicode_hosts_and_passwords_are_accepted(self, url: str) -> None:
+        HTTPSink(url).close(1)
+
+    def test_infinite_deadline_and_backoff_max_are_accepted(self) -> None:
+        HTTPSink("http://h/", deadline=float("inf"), backoff_max=float("inf")).close(1)

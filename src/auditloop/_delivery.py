@@ -540,7 +540,9 @@ class AsyncDelivery(_BaseDelivery):
             # The in-flight batch is counted here: a sink that can give it up
             # (HTTPSink) must then neither count nor spool it too.
             abandon = getattr(self.sink, "abandon", None)
-            if callable(abandon):
+            # Only for a sink being closed: one the next Auditor keeps must
+            # go on counting and retrying its own writes.
+            if self._close_on_stop and callable(abandon):
                 try:
                     abandon()
                 except Exception as exc:

@@ -124,14 +124,19 @@ class _Client:
 
 
 class _DeadlineReader(io.RawIOBase):
-    """Reads a response from *sock*, failing once *deadline* has passed.
+    """Reads a response through the socket's own *raw* file, failing once
+    *deadline* has passed.
 
     A per-operation socket timeout never fires against a server that
     trickles one byte at a time; this bounds the whole answer instead.
+    Reading through the socket's file (not the socket) keeps the socket
+    open while the body is read, also after ``Connection: close`` made
+    http.client close the connection object.
     """
 
-    def __init__(self, sock: Any, deadline: float, limit: float) -> None:
+    def __init__(self, raw: Any, sock: Any, deadline: float, limit: float) -> None:
         super().__init__()
+        self._raw = raw
         self._sock = sock
         self._deadline = deadline
         self._limit = limit
@@ -144,7 +149,12 @@ class _DeadlineReader(io.RawIOBase):
         if remaining <= 0:
             raise TimeoutError("the request took longer than timeout")
         self._sock.settimeout(min(self._limit, remaining))
-        return int(self._sock.recv_into(buffer))
+        return int(self._raw.readinto(buffer) or 0)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()  # releases the file's hold on the socket
+        super().close()
 
 
 class _Response(http.client.HTTPResponse):
@@ -161,8 +171,8 @@ class _Response(http.client.HTTPResponse):
         limit: float,
     ) -> None:
         super().__init__(sock, debuglevel, method, url)
-        self.fp.close()  # the socket's own file: replaced by a timed one
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline, limit))
+        raw = self.fp.detach()  # the socket's own file, unbuffered, still open
+        self.fp = io.BufferedReader(_DeadlineReader(raw, sock, deadline, limit))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -186,13 +196,15 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), RETRY_AFTER_MAX)
 
 
-def _number(name: str, value: object, *, minimum: float = 0.0) -> float:
+def _number(
+    name: str, value: object, *, minimum: float = 0.0, infinite: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"HTTPSink: {name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= minimum:
+    if math.isnan(value) or value <= minimum or (math.isinf(value) and not infinite):
+        finite = "" if infinite else " and finite"
         raise ConfigurationError(
-            f"HTTPSink: {name} must be greater than {minimum:g} and finite, "
-            f"got {value!r}"
+            f"HTTPSink: {name} must be greater than {minimum:g}{finite}, got {value!r}"
         )
     return float(value)
 
@@ -336,9 +348,10 @@ class HTTPSink:
         source = _optional_str("source", source)
         sourcetype = _optional_str("sourcetype", sourcetype)
         self.timeout = _number("timeout", timeout)
-        self.deadline = _number("deadline", deadline)
+        # inf: retry until the sink closes (a socket timeout must be finite).
+        self.deadline = _number("deadline", deadline, infinite=True)
         self.backoff = _number("backoff", backoff)
-        self.backoff_max = _number("backoff_max", backoff_max)
+        self.backoff_max = _number("backoff_max", backoff_max, infinite=True)
         self.max_batch_bytes = _integer("max_batch_bytes", max_batch_bytes)
         spool_max_bytes = _integer("spool_max_bytes", spool_max_bytes)
         self.gzip_min_bytes = (
@@ -430,7 +443,7 @@ class HTTPSink:
         if not parts.hostname:
             raise ConfigurationError("HTTPSink: url has no host")
         # The message never quotes the path or query: a query may hold a key.
-        if not _header_safe(url):
+        if "\r" in url or "\n" in url or "\0" in url:
             raise ConfigurationError("HTTPSink: url contains invalid characters")
         for what, text in (("path", parts.path), ("query", parts.query)):
             if not text.isascii() or _BAD_URL_CHAR.search(text):
