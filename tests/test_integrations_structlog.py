@@ -183,6 +183,30 @@ class TestAuditEventsProcessor:
             dict(event.error or {}),
         )
 
+    def test_after_format_exc_info_the_error_is_the_one_being_handled(
+        self,
+    ) -> None:
+        logger = structlog.wrap_logger(
+            structlog.PrintLogger(io.StringIO()),
+            processors=[
+                structlog.processors.format_exc_info,  # replaces exc_info
+                audit_events,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+        with capture() as events:
+            try:
+                raise PermissionError("no")
+            except PermissionError:
+                logger.exception("export.run", audit=True)
+
+        [event] = events
+        assert ("failure", {"type": "PermissionError", "message": "no"}) == (
+            event.outcome,
+            dict(event.error or {}),
+        )
+        assert "exception" not in event.attributes  # the traceback text
+
     def test_contextvars_go_to_context_not_attributes(self) -> None:
         structlog.contextvars.bind_contextvars(request_id="r-7", tenant="acme")
 

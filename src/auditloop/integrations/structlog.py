@@ -44,10 +44,12 @@ _NOT_ATTRIBUTES: Final = frozenset(
         "audit_action",
         "event",
         "exc_info",
+        "exception",  # format_exc_info's traceback text: the error is recorded
         "level",
         "logger",
         "logger_name",
         "positional_args",
+        "stack",
         "stack_info",
         "timestamp",
     }
@@ -126,7 +128,9 @@ def audit_events(
     ``source.function`` is the application function that logged.
 
     The event dict is returned unchanged, so the log line stays what it was.
-    Place the processor anywhere before the renderer.
+    Place the processor anywhere before the renderer (best before
+    ``format_exc_info``: after it, the error is taken from the exception
+    being handled, so log it from inside the ``except`` block).
 
     Raises:
         AuditError: only from a fail-closed sink; nothing else escapes.
@@ -146,12 +150,17 @@ def audit_events(
         }
         action = event_dict.get("audit_action") or event_dict.get("event")
         fields["action"] = str(action) if action is not None else "log"
+        exc_info = event_dict.get("exc_info")
+        if exc_info is None and "exception" in event_dict:
+            # format_exc_info (or dict_tracebacks) ran first and replaced
+            # exc_info with text; the exception is still the one in flight.
+            exc_info = True
         emit_mapping(
             None,
             fields,
             function=app_caller(_SKIP_FRAMES),
             default_action="log",
-            error=error_from_exc_info(event_dict.get("exc_info")),
+            error=error_from_exc_info(exc_info),
         )
     except AuditError:
         raise
