@@ -185,19 +185,14 @@ class _CallSpec:
             attributes = (
                 {**attributes, _RETURN: result} if attributes else {_RETURN: result}
             )
+        if isinstance(exc, GeneratorExit):
+            # Closed before the end (the consumer stopped early): not a failure.
+            attributes = {**(attributes or {}), _CLOSED_EARLY: True}
+            exc = None
         if exc is None:
             outcome = "success"
         elif isinstance(exc, auditor.denied):
             outcome = "denied"
-        elif isinstance(exc, GeneratorExit):
-            # Closed before the end (the consumer stopped early): not a failure.
-            outcome = "success"
-            attributes = (
-                {**attributes, _CLOSED_EARLY: True}
-                if attributes
-                else {_CLOSED_EARLY: True}
-            )
-            exc = None
         else:
             outcome = "failure"
         auditor.record(
@@ -448,7 +443,7 @@ class Recorder:
         duration_ms = (time.perf_counter_ns() - self._start_ns) / 1e6
         auditor = self._auditor()
         outcome = self.outcome
-        if exc is not None and isinstance(exc, GeneratorExit):
+        if isinstance(exc, GeneratorExit):
             # The enclosing generator was closed early (the consumer stopped
             # iterating): not a failure of the block.
             self.attributes[_CLOSED_EARLY] = True
