@@ -6,11 +6,12 @@ import errno
 import gzip
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from auditloop._chain import (
     ChainWriter,
@@ -25,9 +26,13 @@ from auditloop._delivery import Delivery, PartialWrite
 from auditloop._options import checked_options
 from auditloop.exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from auditloop.sinks._writer_process import WriterProcess
+
 __all__ = ["FileSink"]
 
 Fsync = Literal["never", "batch", "always"]
+Writer = Literal["thread", "process"]
 Notify = Callable[..., None]
 _FILE_MODE: Final = 0o600
 _DEFAULT_BACKUPS: Final = 5
@@ -79,6 +84,13 @@ class FileSink:
     event records the head (``file``, ``count``, ``head``). One process
     should write a chained file at a time. See ``docs/integrity.md``.
 
+    **Writer process** (``writer="process"``): a helper Python process
+    writes the file, running this same sink with the same options, so the
+    chain's hashing does not take the application's GIL; the sink's writer
+    thread hands it each batch and waits for the answer, so counts and
+    errors are as without it. For CPU-bound services (POSIX only); see
+    ``docs/integrity.md``.
+
     **Retention**: rotated files beyond *retain_files* (or *backups*, its
     older name) and rotated files last modified more than *retain_days* ago
     are deleted (oldest first, at start, after each rotation and at most
@@ -111,10 +123,13 @@ class FileSink:
         checkpoint_interval: seconds between checkpoints (default 300).
         retain_days: delete rotated files older than this many days.
         retain_files: rotated files kept (the same as *backups*; give one).
+        writer: ``"thread"`` (default: the sink's writer thread writes) or
+            ``"process"`` (a helper process writes; see above).
 
     Raises:
         ConfigurationError: bad option, or the directory does not exist (and
-            ``create_dirs`` is false), or the file cannot be opened.
+            ``create_dirs`` is false), or the file cannot be opened, or the
+            writer process cannot start.
     """
 
     @checked_options
@@ -135,8 +150,10 @@ class FileSink:
         checkpoint_interval: float | None = None,
         retain_days: float | None = None,
         retain_files: int | None = None,
+        writer: Writer = "thread",
     ) -> None:
         self.path = Path(path)
+        self._check_writer(writer)
         if fsync not in ("never", "batch", "always"):
             raise ConfigurationError(
                 f'FileSink: fsync must be "never", "batch" or "always", got {fsync!r}'
@@ -179,6 +196,32 @@ class FileSink:
         self._next_checkpoint = _monotonic() + self.checkpoint_interval
         self._next_age_check = 0.0
         self._chain: ChainWriter | None = None
+        self._process: WriterProcess | None = None
+        self.writer = writer
+        if writer == "process":
+            from auditloop.sinks._writer_process import WriterProcess
+
+            options = {
+                "path": str(self.path),  # relative to the same directory
+                "fsync": fsync,
+                "max_bytes": max_bytes,
+                "backups": backups,
+                "retain_files": retain_files,
+                "retain_days": retain_days,
+                "compress": compress,
+                "chain": chain,
+                "key": key_bytes.hex() if key_bytes is not None else None,
+                "key_id": key_id,
+                "checkpoint_every": checkpoint_every,
+                "checkpoint_interval": checkpoint_interval,
+            }
+            try:
+                self._process = WriterProcess(options)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"FileSink: cannot start the writer process: {exc}"
+                ) from exc
+            return
         try:
             if chain:
                 self._chain = self._resume(key_bytes, key_id)
@@ -190,6 +233,18 @@ class FileSink:
             ) from exc
 
     # -- configuration checks ------------------------------------------------
+
+    @staticmethod
+    def _check_writer(writer: object) -> None:
+        if writer not in ("thread", "process"):
+            raise ConfigurationError(
+                f'FileSink: writer must be "thread" or "process", got {writer!r}'
+            )
+        if writer == "process" and (os.name != "posix" or not sys.executable):
+            raise ConfigurationError(
+                'FileSink: writer="process" needs POSIX and sys.executable '
+                "(the interpreter to start the helper with)"
+            )
 
     @staticmethod
     def _check_retention(
@@ -286,9 +341,12 @@ class FileSink:
             f.seek(-1, os.SEEK_END)
             return f.read(1)
 
-    def _reopen_if_moved(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise OSError(errno.EBADF, f"FileSink({str(self.path)!r}) is closed")
+
+    def _reopen_if_moved(self) -> None:
+        self._check_open()
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -347,6 +405,12 @@ class FileSink:
         this write causes are handed to the attached Auditor after the lock
         is released (or, without one, written right behind the batch).
         """
+        if self._process is not None:
+            with self._lock:
+                self._check_open()
+                notices = self._process.write(batch)
+            self._deliver(notices)
+            return
         with self._lock:
             self._reopen_if_moved()
             chain = self._chain
@@ -473,6 +537,8 @@ class FileSink:
         with self._lock:
             self._notify = notify
             notices, self._notices = self._notices, []
+            if self._process is not None and not self._closed:
+                notices += self._process.attach()
         self._deliver(notices)
 
     def _backup(self, n: int) -> Path:
@@ -554,17 +620,33 @@ class FileSink:
         return link[0] if link is not None else next_seq
 
     def after_fork_in_child(self) -> None:
-        """Replace the lock, which the parent's writer may have held at fork."""
+        """Replace the lock, which the parent's writer may have held at fork;
+        with ``writer="process"``, start a helper of our own on next write."""
         self._lock = threading.Lock()
+        if self._process is not None:
+            self._process.after_fork_in_child()
 
     def flush(self, timeout: float | None = None) -> None:
         """fsync the file unless ``fsync="never"`` (lines are already in the OS)."""
+        if self._process is not None:
+            with self._lock:
+                notices = [] if self._closed else self._process.flush(timeout)
+            self._deliver(notices)
+            return
         with self._lock:
             if self.fsync != "never" and self._fd >= 0:
                 os.fsync(self._fd)
 
     def close(self, timeout: float | None = None) -> None:
         """Write pending notices here (too late for an Auditor), flush, close."""
+        if self._process is not None:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                notices = self._process.close(timeout)
+            self._deliver(notices)
+            return
         with self._lock:
             self._closed = True
             if self._fd >= 0:
