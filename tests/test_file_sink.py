@@ -425,3 +425,19 @@ class TestFileSinkConfiguration:
 
         with pytest.raises(ConfigurationError, match=r"sinks\[0\].delivery"):
             auditloop.configure(sinks=[sink])
+
+    def test_the_writer_process_gets_every_file_option(self, tmp_path: Path) -> None:
+        """The helper builds its sink from the options FileSink forwards: a
+        new option left out of that list would be silently ignored there."""
+        import inspect
+
+        sink = FileSink(tmp_path / "a.jsonl", writer="process")
+        try:
+            assert sink._process is not None
+            forwarded = set(sink._process._options)
+        finally:
+            sink.close()
+        parameters = set(inspect.signature(FileSink.__init__).parameters)
+        # Not for the helper: where it writes is "path" (sent separately
+        # encoded), directories exist by then, delivery and writer are ours.
+        assert parameters - {"self", "create_dirs", "delivery", "writer"} == forwarded

@@ -152,7 +152,9 @@ class FileSink:
         retain_files: int | None = None,
         writer: Writer = "thread",
     ) -> None:
-        self.path = Path(path)
+        # Absolute, as logging.FileHandler does: a later os.chdir() must not
+        # move the trail (a new file would start a new chain).
+        self.path = Path(path).absolute()
         self._check_writer(writer)
         if fsync not in ("never", "batch", "always"):
             raise ConfigurationError(
@@ -202,7 +204,7 @@ class FileSink:
             from auditloop.sinks._writer_process import WriterProcess
 
             options = {
-                "path": str(self.path),  # relative to the same directory
+                "path": os.fsencode(self.path).hex(),  # any file name
                 "fsync": fsync,
                 "max_bytes": max_bytes,
                 "backups": backups,

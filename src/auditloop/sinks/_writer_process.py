@@ -4,7 +4,7 @@ A chained ``FileSink`` spends ~1.5 µs per record hashing (HMAC-SHA256 through
 ``hashlib``, which holds the GIL for inputs this small), and the GIL makes
 that time the application's too: on a CPU-bound service, chaining costs
 ~30-50 % per audited call. With ``writer="process"`` the sink's writer
-thread only hands each batch to a helper Python process over a pipe and
+thread only hands each batch to a helper Python process over a socket and
 waits for its answer; the helper runs an ordinary in-process ``FileSink``
 with the same options, so sealing, rotation, retention and checkpoints
 happen on another core, under another GIL, with the same code.
@@ -15,7 +15,10 @@ so the delivery engine counts exactly as before; the sink's own events
 (checkpoints, retention) come back with the answers and go through the
 Auditor the sink is attached to.
 
-Protocol (both ways length-prefixed, little-endian):
+Protocol over one Unix socket pair (the helper's stdin and stdout; a socket,
+not pipes, so a dead helper is an ``EPIPE`` error here and never a SIGPIPE
+that kills an application which restored its default action), both ways
+length-prefixed, little-endian:
 
 - request: ``<op:1 byte><id:u32><count:u32><length:u32>`` then *length*
   payload bytes. Ops: ``S`` start (orjson options), ``W`` write (*count*
@@ -24,18 +27,25 @@ Protocol (both ways length-prefixed, little-endian):
 - answer: ``<id:u32><length:u32>`` then an orjson object: ``notices`` and,
   on failure, ``error``, ``errno`` and ``stored``.
 
-The helper ignores SIGINT and SIGTERM (a Ctrl-C or a stop signal sent to the
-whole process group must not kill it before the application's exit flush
-reaches it) and exits when its stdin closes: after ``close()``, or when the
-application dies, after writing everything it was sent.
+A request cut short (a signal handler raised while it was being sent) is
+never completed: the helper is let go (it drops the partial request at end
+of input) and the next write starts a new one.
+
+The helper runs in its own session and ignores SIGINT, SIGTERM and SIGHUP (a
+Ctrl-C, a closed terminal or a stop signal sent to every process must not
+end it before the application's exit flush reaches it); it exits when its
+input ends: after ``close()``, or when the application dies, after writing
+everything it was sent.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -57,8 +67,11 @@ Notice = tuple[str, dict[str, Any]]
 _REQUEST: Final = struct.Struct("<cIII")
 _ANSWER: Final = struct.Struct("<II")
 _START_TIMEOUT: Final = 60.0  # seconds for the helper to import and open the file
+_EXIT_WAIT: Final = 1.0  # seconds to wait for a helper that hung up to exit
 # The helper is started with the application's own interpreter and sys.path,
-# so it imports the same auditloop (also from a source checkout).
+# so it imports the same auditloop (also from a source checkout); ``-I`` keeps
+# the working directory and PYTHON* variables out of its sys.path. The path
+# goes through the json module, which round-trips undecodable file names.
 _BOOTSTRAP: Final = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
     "from auditloop.sinks._writer_process import serve; serve()"
@@ -70,19 +83,22 @@ class WriterProcess:
 
     Not thread-safe on its own: the owning ``FileSink`` calls it under its
     lock. A helper that died is started again on the next ``write()``.
+    Relative paths stay relative to the working directory at construction.
     """
 
     def __init__(self, options: dict[str, Any]) -> None:
         self._options = options
+        self._cwd = os.getcwd()  # noqa: PTH109 - a str for Popen
         self._popen: subprocess.Popen[bytes] | None = None
-        # Our ends of the two pipes: [to the helper, from the helper]. Closed
-        # when this object is collected too, so a sink dropped without
-        # close() still ends its helper (at end of input).
-        self._pipes = [-1, -1]
-        weakref.finalize(self, _close_pipes, self._pipes)
+        self._socket: socket.socket | None = None
+        # Lets the helper go if this object is collected without close().
+        self._release: weakref.finalize[Any, Any] | None = None
         self._buffer = bytearray()
         self._next_id = 0
         self._forward = False
+        # Notices from a start or from a failed answer, handed over with the
+        # next answer: a failure must not lose a retention record.
+        self._pending: list[Notice] = []
         self._start()
         _live.add(self)
 
@@ -95,14 +111,13 @@ class WriterProcess:
         replaced first, so the batch is not lost; one that dies while
         writing fails the batch (it may have written some of its lines).
         """
-        notices: list[Notice] = []
         if self._popen is None or self._popen.poll() is not None:
             self._stop(0)
             try:
-                notices = self._start()  # e.g. retention done by its start
+                self._start()
             except ConfigurationError as exc:  # e.g. the path is a directory now
                 raise OSError(errno.EIO, str(exc)) from None
-        return notices + self._call(b"W", b"\n".join(batch), len(batch), None)
+        return self._call(b"W", b"\n".join(batch), len(batch), None)
 
     def attach(self) -> list[Notice]:
         """From now on the helper hands its own events back with answers."""
@@ -116,19 +131,25 @@ class WriterProcess:
     def close(self, timeout: float | None) -> list[Notice]:
         """Close the helper's sink and let it exit; its last events come back."""
         if self._popen is None:
-            return []
+            notices, self._pending = self._pending, []
+            return notices
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             notices = self._call(b"C", b"", 0, timeout)
         except TimeoutError:
             self._stop(0)  # it exits by itself once it has written everything
             raise
-        self._stop(timeout)
+        self._stop(None if deadline is None else max(0, deadline - time.monotonic()))
         return notices
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's helper: this process starts its own on write."""
-        _close_pipes(self._pipes)
-        self._popen = None
+        if self._release is not None:
+            self._release.detach()
+            self._release = None
+        if self._socket is not None:
+            self._socket.close()  # our copy: the parent's helper is not told
+        self._socket = self._popen = None
         self._buffer.clear()
 
     @property
@@ -138,61 +159,62 @@ class WriterProcess:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _start(self) -> list[Notice]:
-        """Start a helper; return the notices it handed back (once attached)."""
-        # Raw pipes, not Popen's file objects: answers are read with select()
-        # and a deadline.
-        requests_r, requests_w = os.pipe()
-        answers_r, answers_w = os.pipe()
-        path = [entry for entry in sys.path if isinstance(entry, str)]
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair()
         try:
-            popen = subprocess.Popen(  # noqa: S603 - our interpreter, our code
-                [sys.executable, "-c", _BOOTSTRAP, orjson.dumps(path).decode()],
-                stdin=requests_r,
-                stdout=answers_w,
+            self._popen = subprocess.Popen(  # noqa: S603 - our interpreter, our code
+                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(sys.path)],
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
                 close_fds=True,
+                cwd=self._cwd,
+                start_new_session=True,
             )
         except BaseException:
-            os.close(requests_w)
-            os.close(answers_r)
+            ours.close()
             raise
         finally:
-            os.close(requests_r)  # the helper's ends
-            os.close(answers_w)
-        self._pipes[:] = [requests_w, answers_r]
-        self._popen = popen
+            theirs.close()
+        self._socket = ours
+        self._release = weakref.finalize(self, _let_go, ours, self._popen)
+        self._release.atexit = False  # at exit, shutdown() closes us in order
         self._buffer.clear()
-        self._call(b"S", orjson.dumps(self._options), 0, _START_TIMEOUT)
-        if self._forward:
-            return self._call(b"A", b"", 0, _START_TIMEOUT)
-        return []
+        try:
+            self._call(b"S", orjson.dumps(self._options), 0, _START_TIMEOUT)
+            if self._forward:  # what it hands over goes with the next answer
+                self._pending = self._call(b"A", b"", 0, _START_TIMEOUT)
+        except BaseException:
+            if self._popen is not None:
+                self._popen.kill()  # it wrote nothing yet
+            self._stop(None)
+            raise
 
     def _call(
         self, op: bytes, payload: bytes, count: int, timeout: float | None
     ) -> list[Notice]:
-        self._next_id += 1
-        request_id = self._next_id
+        self._next_id = request_id = (self._next_id + 1) & 0xFFFFFFFF
         try:
             self._send(_REQUEST.pack(op, request_id, count, len(payload)), payload)
+        except OSError:
+            raise self._hung_up(op) from None
+        except BaseException:
+            self._stop(0)  # a request cut short: never finish it (see above)
+            raise
+        try:
             answer = self._answer(request_id, timeout)
-        except OSError as exc:
-            if isinstance(exc, TimeoutError):
-                if op == b"S" and self._popen is not None:
-                    self._popen.kill()  # hung while starting: it wrote nothing
-                    self._stop(None)
-                raise
-            code = self._stop(0)
-            raise OSError(
-                errno.EPIPE,
-                f"FileSink writer process exited (code {code}) "
-                f"during {op.decode()!r}: {exc}",
-            ) from None
-        notices = [(str(a), dict(n)) for a, n in answer.get("notices", ())]
+        except TimeoutError:
+            raise  # the helper is alive: its late answer is skipped
+        except OSError:
+            raise self._hung_up(op) from None
+        # Anything else (a signal handler raised while we waited) leaves the
+        # helper as it is: it finishes the request, its answer is skipped.
+        notices = [*self._pending, *map(_notice, answer.get("notices", ()))]
+        self._pending = []
         error = answer.get("error")
         if error is None:
             return notices
+        self._pending = notices  # delivered with the next answer
         if op == b"S":
-            self._stop(0)
             raise ConfigurationError(error)
         cause = OSError(answer.get("errno") or errno.EIO, error)
         stored = answer.get("stored", 0)
@@ -200,17 +222,24 @@ class WriterProcess:
             raise PartialWrite(stored) from cause
         raise cause
 
+    def _hung_up(self, op: bytes) -> OSError:
+        code = self._stop(_EXIT_WAIT)
+        return OSError(
+            errno.EPIPE,
+            f"FileSink writer process exited (code {code}) during {op.decode()!r}",
+        )
+
     def _send(self, header: bytes, payload: bytes) -> None:
-        """Write one request; ``writev`` spares copying the batch behind its
-        header. A signal can cut it short: then the rest is written."""
-        fd = self._pipes[0]
-        sent = os.writev(fd, (header, payload))
+        """Send one request; ``sendmsg`` spares copying the batch behind its
+        header, and MSG_NOSIGNAL turns a dead helper into EPIPE."""
+        assert self._socket is not None
+        sent = self._socket.sendmsg((header, payload), (), socket.MSG_NOSIGNAL)
         if sent < len(header):  # rare: copying is fine
             rest = memoryview(header + payload)[sent:]
         else:
             rest = memoryview(payload)[sent - len(header) :]
         while rest:
-            rest = rest[os.write(fd, rest) :]
+            rest = rest[self._socket.send(rest, socket.MSG_NOSIGNAL) :]
 
     def _answer(self, request_id: int, timeout: float | None) -> dict[str, Any]:
         """Read answers until *request_id*'s; an answer is consumed whole, so
@@ -226,37 +255,52 @@ class WriterProcess:
             del buffer[:end]
             if answered == request_id:
                 return body  # type: ignore[no-any-return]
-            # The answer to an earlier request that timed out: skip it.
+            # The answer to an earlier request that timed out or was
+            # interrupted: skip it, but not the sink's events it carries.
+            self._pending += map(_notice, body.get("notices", ()))
 
     def _fill(self, n: int, deadline: float | None) -> None:
         """Read from the helper until the buffer holds *n* bytes."""
-        buffer, answers = self._buffer, self._pipes[1]
+        buffer, answers = self._buffer, self._socket
+        assert answers is not None
         while len(buffer) < n:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not select.select([answers], [], [], remaining)[0]:
                     raise TimeoutError("FileSink writer process did not answer in time")
-            chunk = os.read(answers, 1 << 16)
+            chunk = answers.recv(1 << 16)
             if not chunk:
-                raise BrokenPipeError(errno.EPIPE, "the helper closed its output")
+                raise BrokenPipeError(errno.EPIPE, "the helper hung up")
             buffer += chunk
 
     def _stop(self, timeout: float | None) -> int | None:
-        """Close the pipes and reap the helper (it exits on end of input)."""
-        popen = self._popen
-        _close_pipes(self._pipes)
-        self._popen = None
-        if popen is None:
+        """Let the helper go (it exits at end of input); its exit code, if
+        it exits within *timeout* seconds."""
+        popen, sock, release = self._popen, self._socket, self._release
+        self._popen = self._socket = self._release = None
+        if release is not None:
+            release.detach()
+        if sock is None or popen is None:
             return None
-        try:
-            return popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            # Still writing what it was sent; it exits by itself. Reap it
-            # then, in the background (not left to Popen's destructor).
-            threading.Thread(
-                target=popen.wait, name="auditloop-reap", daemon=True
-            ).start()
-            return None
+        return _let_go(sock, popen, timeout)
+
+
+def _notice(raw: list[Any]) -> Notice:
+    action, attributes = raw
+    return str(action), dict(attributes)
+
+
+def _let_go(
+    sock: socket.socket, popen: subprocess.Popen[bytes], timeout: float | None = 0
+) -> int | None:
+    """Close our end and reap the helper: now, or in the background once it
+    has written what it was sent (not left to ``Popen``'s destructor)."""
+    sock.close()
+    try:
+        return popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        threading.Thread(target=popen.wait, name="auditloop-reap", daemon=True).start()
+        return None
 
 
 # Every helper's owner, for the fork hook below: a sink used without an
@@ -273,20 +317,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _close_pipes(pipes: list[int]) -> None:
-    for i, fd in enumerate(pipes):
-        if fd >= 0:
-            pipes[i] = -1
-            os.close(fd)
-
-
 # -- the helper --------------------------------------------------------------
 
 
 def serve() -> None:
     """The helper's main loop (run by ``WriterProcess`` in a new interpreter)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print() must not corrupt the answers
     requests = sys.stdin.buffer
@@ -331,7 +368,7 @@ class _Server:
                 options = orjson.loads(payload)
                 key = options.pop("key")
                 self._sink = FileSink(
-                    options.pop("path"),
+                    os.fsdecode(bytes.fromhex(options.pop("path"))),
                     key=bytes.fromhex(key) if key is not None else None,
                     **options,
                 )
@@ -343,6 +380,8 @@ class _Server:
                 self._sink.flush(None)
             elif op == b"C":
                 self._sink.close(None)
+            else:
+                return {"error": f"unknown request {op!r}"}
         except ConfigurationError as exc:  # from S: the message says it all
             return {"error": str(exc)}
         except PartialWrite as exc:
