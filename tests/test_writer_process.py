@@ -928,7 +928,7 @@ def stopped(pid: int) -> Iterator[None]:
 
 
 class TestFlushTimeout:
-    def test_a_stopped_helper_times_flush_out_and_the_late_answer_is_skipped(
+    def test_a_stopped_helper_lets_flush_return_and_its_late_answer_is_skipped(
         self, tmp_path: Path
     ) -> None:
         path = tmp_path / "audit.jsonl"
@@ -936,8 +936,8 @@ class TestFlushTimeout:
         try:
             sink.write(batch(0, 3))
             pid = helper_pid(sink)
-            with stopped(pid), pytest.raises(TimeoutError):
-                sink.flush(timeout=0.2)
+            with stopped(pid):
+                sink.flush(timeout=0.2)  # returns, though nobody answered
 
             # The next answers are each request's own, not one behind: this
             # write fails in the helper and must fail here (not the next).

@@ -154,7 +154,12 @@ class FileSink:
     ) -> None:
         # Absolute, as logging.FileHandler does: a later os.chdir() must not
         # move the trail (a new file would start a new chain).
-        self.path = Path(path).absolute()
+        try:
+            self.path = Path(path).absolute()
+        except OSError as exc:  # a relative path, and no working directory
+            raise ConfigurationError(
+                f"FileSink: cannot resolve {str(path)!r}: {exc}"
+            ) from exc
         self._check_writer(writer)
         if fsync not in ("never", "batch", "always"):
             raise ConfigurationError(
@@ -242,10 +247,12 @@ class FileSink:
             raise ConfigurationError(
                 f'FileSink: writer must be "thread" or "process", got {writer!r}'
             )
-        if writer == "process" and (os.name != "posix" or not sys.executable):
+        if writer == "process" and (
+            os.name != "posix" or not sys.executable or getattr(sys, "frozen", False)
+        ):
             raise ConfigurationError(
-                'FileSink: writer="process" needs POSIX and sys.executable '
-                "(the interpreter to start the helper with)"
+                'FileSink: writer="process" needs POSIX and sys.executable to be '
+                "a Python interpreter (not a frozen application)"
             )
 
     @staticmethod
@@ -353,15 +360,38 @@ class FileSink:
             stat = self.path.stat()
         except FileNotFoundError:
             stat = None
-        if (
+        moved = (
             self._fd < 0  # a reopen or rotation failed: try again
             or stat is None
             or (stat.st_dev, stat.st_ino) != self._identity
-        ):
+        )
+        if not moved and stat is not None and stat.st_size != self._size:
+            if self._chain is None:  # other processes may append: count them
+                self._size = stat.st_size
+                return
+            moved = True  # appended behind us: reread it, as below
+        if moved:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1  # never write to a stale descriptor number
             self._open()
+            if self._chain is not None:
+                self._catch_up(self._chain)
+
+    def _catch_up(self, chain: ChainWriter) -> None:
+        """Continue from records another writer chained behind ours.
+
+        That writer is an earlier sink on this path, replaced by one
+        ``configure()`` while it still recorded its own last events (or a
+        process that wrote in turn): its records carry the chain on, and
+        ours must follow them, not fork from where we last wrote.
+        """
+        for candidate in (self.path, *self._rotated_candidates(1)):
+            link = last_link(candidate) if candidate.exists() else None
+            if link is not None:
+                if link[0] > chain.seq:
+                    chain.seq, chain.head = link[0], link[2]
+                return
 
     def _write_all(self, data: bytes) -> None:
         """Append *data* whole or not at all (a failed write is undone)."""
@@ -631,8 +661,17 @@ class FileSink:
     def flush(self, timeout: float | None = None) -> None:
         """fsync the file unless ``fsync="never"`` (lines are already in the OS)."""
         if self._process is not None:
+            # Each write was fsynced (if asked) before it returned, so this
+            # only retries an fsync that failed: with fsync="never" there is
+            # nothing to ask, and a helper that does not answer in time goes
+            # on with it (its late answer is skipped) rather than fail here.
+            if self.fsync == "never":
+                return
             with self._lock:
-                notices = [] if self._closed else self._process.flush(timeout)
+                try:
+                    notices = [] if self._closed else self._process.flush(timeout)
+                except TimeoutError:
+                    return
             self._deliver(notices)
             return
         with self._lock:

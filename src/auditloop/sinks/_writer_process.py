@@ -53,6 +53,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import orjson
@@ -68,14 +69,20 @@ _REQUEST: Final = struct.Struct("<cIII")
 _ANSWER: Final = struct.Struct("<II")
 _START_TIMEOUT: Final = 60.0  # seconds for the helper to import and open the file
 _EXIT_WAIT: Final = 1.0  # seconds to wait for a helper that hung up to exit
-# The helper is started with the application's own interpreter and sys.path,
-# so it imports the same auditloop (also from a source checkout); ``-I`` keeps
-# the working directory and PYTHON* variables out of its sys.path. The path
-# goes through the json module, which round-trips undecodable file names.
+# The helper is started with the application's own interpreter and reads
+# the application's sys.path first thing from its input (an argument could
+# be too long), so it imports the same auditloop, also from a source
+# checkout. ``-P`` and ``cwd="/"`` keep modules in the application's working
+# directory out of it. json round-trips undecodable file names.
 _BOOTSTRAP: Final = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+    "import sys, json; requests = sys.stdin.buffer; "
+    "size = int.from_bytes(requests.read(4), 'little'); "
+    "sys.path[:] = json.loads(requests.read(size)); "
     "from auditloop.sinks._writer_process import serve; serve()"
 )
+# A dead helper must be an EPIPE error, not a SIGPIPE (Linux: a send flag;
+# macOS: a socket option, set in _start).
+_NO_SIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class WriterProcess:
@@ -83,12 +90,11 @@ class WriterProcess:
 
     Not thread-safe on its own: the owning ``FileSink`` calls it under its
     lock. A helper that died is started again on the next ``write()``.
-    Relative paths stay relative to the working directory at construction.
     """
 
     def __init__(self, options: dict[str, Any]) -> None:
         self._options = options
-        self._cwd = os.getcwd()  # noqa: PTH109 - a str for Popen
+        self._sys_path = _absolute_sys_path()
         self._popen: subprocess.Popen[bytes] | None = None
         self._socket: socket.socket | None = None
         # Lets the helper go if this object is collected without close().
@@ -120,12 +126,16 @@ class WriterProcess:
         return self._call(b"W", b"\n".join(batch), len(batch), None)
 
     def attach(self) -> list[Notice]:
-        """From now on the helper hands its own events back with answers."""
+        """From now on the helper hands its own events back with answers
+        (a dead one's successor attaches when it starts)."""
         self._forward = True
-        return self._call(b"A", b"", 0, _START_TIMEOUT) if self._popen else []
+        if self._popen is None or self._popen.poll() is not None:
+            return []
+        return self._call(b"A", b"", 0, _START_TIMEOUT)
 
     def flush(self, timeout: float | None) -> list[Notice]:
-        """The helper's ``flush()`` (an fsync unless ``fsync="never"``)."""
+        """The helper's ``flush()``: an fsync (with ``fsync="never"`` the
+        sink has nothing to flush: lines are in the OS once written)."""
         return self._call(b"F", b"", 0, timeout) if self._popen else []
 
     def close(self, timeout: float | None) -> list[Notice]:
@@ -151,6 +161,7 @@ class WriterProcess:
             self._socket.close()  # our copy: the parent's helper is not told
         self._socket = self._popen = None
         self._buffer.clear()
+        self._pending = []  # the parent delivers those
 
     @property
     def pid(self) -> int | None:
@@ -161,13 +172,15 @@ class WriterProcess:
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
+        if hasattr(socket, "SO_NOSIGPIPE"):  # pragma: no cover - macOS
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_NOSIGPIPE, 1)
         try:
             self._popen = subprocess.Popen(  # noqa: S603 - our interpreter, our code
-                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(sys.path)],
+                [sys.executable, "-P", "-c", _BOOTSTRAP],
                 stdin=theirs.fileno(),
                 stdout=theirs.fileno(),
                 close_fds=True,
-                cwd=self._cwd,
+                cwd="/",
                 start_new_session=True,
             )
         except BaseException:
@@ -180,9 +193,14 @@ class WriterProcess:
         self._release.atexit = False  # at exit, shutdown() closes us in order
         self._buffer.clear()
         try:
-            self._call(b"S", orjson.dumps(self._options), 0, _START_TIMEOUT)
-            if self._forward:  # what it hands over goes with the next answer
-                self._pending = self._call(b"A", b"", 0, _START_TIMEOUT)
+            path = json.dumps(self._sys_path).encode()
+            ours.sendall(len(path).to_bytes(4, "little") + path, _NO_SIGNAL)
+            # What either answer hands over (with what was pending) goes
+            # with the next answer.
+            pending = self._call(b"S", orjson.dumps(self._options), 0, _START_TIMEOUT)
+            if self._forward:
+                pending += self._call(b"A", b"", 0, _START_TIMEOUT)
+            self._pending = pending
         except BaseException:
             if self._popen is not None:
                 self._popen.kill()  # it wrote nothing yet
@@ -233,13 +251,13 @@ class WriterProcess:
         """Send one request; ``sendmsg`` spares copying the batch behind its
         header, and MSG_NOSIGNAL turns a dead helper into EPIPE."""
         assert self._socket is not None
-        sent = self._socket.sendmsg((header, payload), (), socket.MSG_NOSIGNAL)
+        sent = self._socket.sendmsg((header, payload), (), _NO_SIGNAL)
         if sent < len(header):  # rare: copying is fine
             rest = memoryview(header + payload)[sent:]
         else:
             rest = memoryview(payload)[sent - len(header) :]
         while rest:
-            rest = rest[self._socket.send(rest, socket.MSG_NOSIGNAL) :]
+            rest = rest[self._socket.send(rest, _NO_SIGNAL) :]
 
     def _answer(self, request_id: int, timeout: float | None) -> dict[str, Any]:
         """Read answers until *request_id*'s; an answer is consumed whole, so
@@ -264,9 +282,9 @@ class WriterProcess:
         buffer, answers = self._buffer, self._socket
         assert answers is not None
         while len(buffer) < n:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([answers], [], [], remaining)[0]:
+            if deadline is not None:  # a spent deadline still looks once
+                remaining = max(0.0, deadline - time.monotonic())
+                if not select.select([answers], [], [], remaining)[0]:
                     raise TimeoutError("FileSink writer process did not answer in time")
             chunk = answers.recv(1 << 16)
             if not chunk:
@@ -283,6 +301,16 @@ class WriterProcess:
         if sock is None or popen is None:
             return None
         return _let_go(sock, popen, timeout)
+
+
+def _absolute_sys_path() -> list[str]:
+    """sys.path with relative entries made absolute: the helper runs in
+    ``/``, and the application may change directory before it starts one."""
+    try:
+        here = Path.cwd()
+    except OSError:  # deleted: relative entries cannot be found anyway
+        return [entry for entry in sys.path if Path(entry).is_absolute()]
+    return [str(here / entry) for entry in sys.path]
 
 
 def _notice(raw: list[Any]) -> Notice:
@@ -363,6 +391,8 @@ class _Server:
     def _handle(self, op: bytes, count: int, payload: bytes) -> dict[str, Any]:
         try:
             if op == b"S":
+                if self._sink is not None:  # one sink, one file, for good
+                    return {"error": "the sink is already started"}
                 from auditloop.sinks._file import FileSink
 
                 options = orjson.loads(payload)
