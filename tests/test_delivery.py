@@ -454,6 +454,33 @@ class TestFlushAndShutdown:
         assert {"shutdown_timeout": 4} == auditor.stats()["dropped"]
         assert 0 == auditor.stats()["sinks"]["GateSink"]["queued"]
 
+    @pytest.mark.parametrize("late", ["written", "failed"])
+    def test_a_batch_counted_by_a_timed_out_shutdown_is_not_counted_again(
+        self, make: Any, late: str
+    ) -> None:
+        """The write shutdown gave up on may still end: whether it then
+        succeeds or fails, its events stay counted once, as shutdown_timeout."""
+        sink = GateSink(Delivery(batch_size=1))
+        if late == "failed":
+            sink.batches = None  # type: ignore[assignment]  # append raises
+        auditor, _ = make(sink)
+        auditor.emit("n", i=0)
+        assert sink.entered.wait(WAIT)
+
+        assert not auditor.shutdown(0.05)
+        sink.gate.set()  # the write in flight ends now
+        delivery = auditor.deliveries[0]
+        assert isinstance(delivery, AsyncDelivery)
+        worker = delivery._worker
+        assert worker is not None
+        worker.join(WAIT)
+        assert not worker.is_alive()
+
+        stats = auditor.stats()["sinks"]["GateSink"]
+        assert 1 == stats["dropped"]["shutdown_timeout"]
+        assert "sink_error" not in stats["dropped"]
+        assert 0 == stats["written"]
+
     def test_deadline_is_shared_by_all_sinks(self) -> None:
         hanging = [GateSink(), GateSink()]
         auditor = auditloop.Auditor(sinks=hanging)

@@ -343,6 +343,11 @@ class AsyncDelivery(_BaseDelivery):
         self._stopping = False
         self._closed = False
         self._inflight = 0
+        # Set by a shutdown that gave up waiting and counted the batch in
+        # flight as ``shutdown_timeout``; its late outcome is then not
+        # counted again. Both sides under _inflight_lock.
+        self._inflight_abandoned = False
+        self._inflight_lock = threading.Lock()
 
     # -- producer side -------------------------------------------------------
 
@@ -471,13 +476,20 @@ class AsyncDelivery(_BaseDelivery):
         if not batch:
             return
         self._inflight = len(batch)
+        failure: Exception | None = None
         try:
             self.sink.write(batch)
         except Exception as exc:
-            self._failed(exc, len(batch))
+            failure = exc
+        with self._inflight_lock:
+            self._inflight = 0
+            abandoned, self._inflight_abandoned = self._inflight_abandoned, False
+        if abandoned:
+            pass  # shutdown() counted it (each event once, even if written)
+        elif failure is not None:
+            self._failed(failure, len(batch))
         else:
             self.written += len(batch)
-        self._inflight = 0
         with self._room:
             self._room.notify_all()
 
@@ -550,7 +562,9 @@ class AsyncDelivery(_BaseDelivery):
                     self.last_error = _describe(exc)
             # The writer still pops from the queue: take items out one by one
             # (iterating a deque another thread changes raises).
-            lost = self._inflight
+            with self._inflight_lock:
+                lost = self._inflight
+                self._inflight_abandoned = lost > 0
             while True:
                 try:
                     item = self._queue.popleft()
