@@ -592,3 +592,95 @@ class TestFsyncFailure:
         assert [] == list(verify(path, key=KEY).findings)
         assert {} == stats["dropped"]  # the line is there: not counted lost
         assert 1 <= stats["errors"]
+
+
+# -- configure() again with a new sink on the same file --------------------------
+
+
+WRITERS = ["thread", "process"]
+
+
+def trail_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of *path*'s trail, oldest rotated file first."""
+    rotated = sorted(
+        path.parent.glob(path.name + ".*"), key=lambda p: -int(p.name.split(".")[-1])
+    )
+    return [orjson.loads(line) for line in lines_of(*rotated, path)]
+
+
+def assert_one_chain(path: Path, actions: list[str]) -> None:
+    """The trail verifies with no finding over every line, and holds the
+    test's own events *actions*, each once, in order."""
+    result = verify(path, key=KEY)
+    records = trail_records(path)
+
+    assert [] == [str(f) for f in result.findings]
+    assert len(records) == result.records
+    assert list(range(1, len(records) + 1)) == [r["seq"] for r in records]
+    assert actions == [r["action"] for r in records if r["action"].startswith("t.")]
+
+
+class TestReconfigureWithANewSink:
+    @pytest.mark.parametrize("writer", WRITERS)
+    @pytest.mark.parametrize("max_bytes", [None, 1500], ids=["one-file", "rotating"])
+    def test_configure_with_a_new_sink_on_the_same_file_keeps_one_chain(
+        self, tmp_path: Path, writer: str, max_bytes: int | None
+    ) -> None:
+        # A config reload builds new sinks: the Auditor being replaced
+        # records auditloop.configured (and what it still had queued)
+        # through the old sink, after the new one read the chain's head.
+        import auditloop
+
+        path = tmp_path / "a.jsonl"
+        backups = None if max_bytes is None else 100
+
+        def new_sink() -> sinks.FileSink:
+            return chained_sink(
+                path, writer=writer, max_bytes=max_bytes, backups=backups
+            )
+
+        pad = "x" * 100
+        auditloop.configure(sinks=[new_sink()], drop_report_interval=None)
+        for i in range(10):
+            auditloop.emit(f"t.{i}", pad=pad)
+        assert auditloop.flush(10)  # idle when replaced
+        auditloop.configure(sinks=[new_sink()], drop_report_interval=None)
+        for i in range(10, 20):
+            auditloop.emit(f"t.{i}", pad=pad)  # still queued when replaced
+        auditloop.configure(sinks=[new_sink()], drop_report_interval=None)
+        for i in range(20, 30):
+            auditloop.emit(f"t.{i}", pad=pad)
+        assert auditloop.shutdown(10)
+
+        assert_one_chain(path, [f"t.{i}" for i in range(30)])
+        configured = [
+            r for r in trail_records(path) if r["action"] == "auditloop.configured"
+        ]
+        assert 2 == len(configured)
+        if max_bytes is not None:
+            assert len(list(tmp_path.glob("a.jsonl.*"))) >= 3  # rotated meanwhile
+
+    @pytest.mark.parametrize("writer", WRITERS)
+    def test_two_sinks_on_one_file_used_in_turn_keep_one_chain(
+        self, tmp_path: Path, writer: str
+    ) -> None:
+        path = tmp_path / "a.jsonl"
+
+        def write(sink: sinks.FileSink, name: str) -> None:
+            sink.write([orjson.dumps({"id": name, "action": name})])
+
+        a = chained_sink(path, writer=writer)
+        b: sinks.FileSink | None = None
+        try:
+            write(a, "t.a1")
+            b = chained_sink(path, writer=writer)  # reads the head: seq 1
+            write(a, "t.a2")  # the chain grows behind b
+            write(b, "t.b1")  # must follow t.a2, not fork from t.a1
+            write(a, "t.a3")  # and a must follow b in turn
+            write(b, "t.b2")
+        finally:
+            a.close()
+            if b is not None:
+                b.close()
+
+        assert_one_chain(path, ["t.a1", "t.a2", "t.b1", "t.a3", "t.b2"])

@@ -1740,3 +1740,314 @@ class TestThreadWriterRelativePath:
         assert [] == list(second_dir.iterdir())
         assert list(range(4)) == numbers(first_dir / "audit.jsonl")
         assert_intact(first_dir / "audit.jsonl")
+
+
+# -- second review: regressions ----------------------------------------------------
+
+
+class TestHeldNoticesAcrossHelpers:
+    def test_deletions_held_after_a_failed_write_survive_the_next_helper(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A replacement helper deletes aged files at start, its first write
+        # fails (the notices are held for the next answer), then it dies too:
+        # the third helper's answer must still carry the deletions.
+        from auditloop.sinks._writer_process import WriterProcess
+
+        path = tmp_path / "audit.jsonl"
+        memory = sinks.MemorySink()
+        sink = chained(path, max_bytes=1500, retain_days=1, delivery=SYNC)
+        auditor = auditloop.Auditor(sinks=[sink, memory], drop_report_interval=None)
+        start: Callable[..., Any] = WriterProcess._start
+
+        def start_then_fill_the_disk(self: WriterProcess) -> Any:
+            started = start(self)
+            assert self.pid is not None
+            limit_file_size(self.pid, 1)  # its first write fails (EFBIG)
+            return started
+
+        try:
+            aged = rotate_age_and_kill_the_helper(auditor, sink, path)
+            monkeypatch.setattr(WriterProcess, "_start", start_then_fill_the_disk)
+            auditor.emit("n", i=8, pad="x" * 200)  # helper 2: deletes, then fails
+            monkeypatch.setattr(WriterProcess, "_start", start)
+            second = helper_pid(sink)
+            os.kill(second, signal.SIGKILL)
+            wait_exited(second)
+            auditor.emit("n", i=9, pad="x" * 200)  # helper 3 writes
+            third = helper_pid(sink)
+        finally:
+            assert auditor.shutdown(WAIT)
+
+        assert second != third
+        stats = auditor.stats()["sinks"]["FileSink"]
+        assert {"sink_error": 1} == stats["dropped"]
+        seen = [
+            e.attributes for e in memory.events if e.action == "auditloop.retention"
+        ]
+        assert sorted(aged) == sorted(n for r in seen for n in r["deleted"])
+        retention = [r for r in records(path) if r["action"] == "auditloop.retention"]
+        assert len(seen) == len(retention)  # recorded in the trail too
+        assert 9 == numbers(path)[-1]
+        assert_intact(path)  # the deletions are accounted for
+
+
+class TestOneFilePerHelper:
+    def test_a_second_start_request_is_refused_and_opens_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        # The helper may run with more rights than the application later
+        # has (it dropped privileges): it must not open another file.
+        path, other = tmp_path / "audit.jsonl", tmp_path / "other.jsonl"
+        sink = chained(path)
+        try:
+            sink.write(batch(0, 2))
+            process = sink._process
+            assert process is not None
+            options = dict(process._options, path=os.fsencode(other).hex())
+            with pytest.raises(ConfigurationError, match="already started"):
+                process._call(b"S", orjson.dumps(options), 0, WAIT)
+            sink.write(batch(2, 4))  # the same helper, the same file
+        finally:
+            sink.close()
+
+        assert not other.exists()
+        assert [] == sorted(p.name for p in tmp_path.glob("other*"))
+        assert list(range(4)) == numbers(path)
+        assert_intact(path)
+
+
+class TestFlushAsksNothing:
+    @pytest.mark.parametrize("helper", ["running", "stopped"])
+    def test_flush_zero_with_fsync_never_is_no_request_and_no_error(
+        self, tmp_path: Path, helper: str
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        memory = sinks.MemorySink()
+        sink = chained(path, delivery=SYNC)
+        auditor = auditloop.Auditor(sinks=[sink, memory], drop_report_interval=None)
+        try:
+            auditor.emit("n", i=0)
+            process = sink._process
+            assert process is not None
+            asked = process._next_id
+            pid = helper_pid(sink)
+            with stopped(pid) if helper == "stopped" else contextlib.nullcontext():
+                auditor.flush(0)
+            after_flush = process._next_id
+            auditor._health.check(auditor)  # what an idle writer thread does
+            auditor.emit("n", i=1)
+            auditor._health.check(auditor)
+        finally:
+            assert auditor.shutdown(WAIT)
+
+        assert asked == after_flush  # the helper was asked nothing
+        stats = auditor.stats()["sinks"]["FileSink"]
+        assert 0 == stats["errors"]
+        assert stats["last_error"] is None
+        assert [] == [
+            e.action for e in memory.events if e.action.startswith("auditloop.sink_")
+        ]
+        assert [0, 1] == numbers(path)
+        assert_intact(path)
+
+    def test_flush_zero_with_fsync_batch_on_a_stopped_helper_is_no_error(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        sink = chained(path, fsync="batch", delivery=SYNC)
+        auditor = auditloop.Auditor(sinks=[sink], drop_report_interval=None)
+        try:
+            auditor.emit("n", i=0)
+            pid = helper_pid(sink)
+            with stopped(pid):
+                auditor.flush(0)  # nobody answers: returns all the same
+                sink.flush(0)  # called directly: no raise either
+            auditor.emit("n", i=1)  # the late answers are skipped
+            assert pid == helper_pid(sink)
+        finally:
+            assert auditor.shutdown(WAIT)
+
+        stats = auditor.stats()["sinks"]["FileSink"]
+        assert 0 == stats["errors"]
+        assert {} == stats["dropped"]
+        assert [0, 1] == numbers(path)
+        assert_intact(path)
+
+    def test_a_deadline_used_up_by_an_earlier_sink_fails_no_healthy_helper(
+        self, tmp_path: Path
+    ) -> None:
+        class SlowFlush:
+            """Stands for a slow collector listed first: its flush spends
+            the whole shared deadline (it waits for the deadline to pass)."""
+
+            def write(self, batch: Any) -> None:
+                pass
+
+            def flush(self, timeout: float | None = None) -> None:
+                if timeout is not None:
+                    end = time.monotonic() + timeout
+                    while time.monotonic() <= end:
+                        time.sleep(0.001)
+
+            def close(self, timeout: float | None = None) -> None:
+                pass
+
+        path = tmp_path / "audit.jsonl"
+        sink = chained(path, fsync="batch", delivery=SYNC)
+        auditor = auditloop.Auditor(
+            sinks=[SlowFlush(), sink], drop_report_interval=None
+        )
+        try:
+            auditor.emit("n", i=0)
+            auditor.flush(0.05)  # the file sink gets what is left: nothing
+            auditor.emit("n", i=1)
+        finally:
+            assert auditor.shutdown(WAIT)
+
+        stats = auditor.stats()["sinks"]["FileSink"]
+        assert 0 == stats["errors"]
+        assert stats["last_error"] is None
+        assert [0, 1] == numbers(path)
+        assert_intact(path)
+
+
+@contextlib.contextmanager
+def deleted_working_directory(tmp_path: Path) -> Iterator[None]:
+    """Run the block in a working directory that was deleted (a deploy
+    removed the release directory); the test's directory comes back after."""
+    before = Path.cwd()
+    gone = tmp_path / "release-1"
+    gone.mkdir()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        with pytest.raises(FileNotFoundError):
+            Path.cwd()
+        yield
+    finally:
+        os.chdir(before)
+
+
+class TestDeletedWorkingDirectory:
+    def test_an_absolute_path_works_and_a_dead_helper_is_replaced(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        with deleted_working_directory(tmp_path):
+            sink = chained(path)
+            try:
+                sink.write(batch(0, 2))
+                first = helper_pid(sink)
+                os.kill(first, signal.SIGKILL)
+                wait_exited(first)
+                sink.write(batch(2, 4))  # a new helper, started from here
+                second = helper_pid(sink)
+            finally:
+                sink.close()
+
+        assert first != second
+        assert list(range(4)) == numbers(path)
+        assert_intact(path)
+
+    def test_a_helper_dying_after_the_directory_went_is_replaced(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        before = Path.cwd()
+        release = tmp_path / "release-1"
+        release.mkdir()
+        os.chdir(release)
+        try:
+            sink = chained(path, delivery=SYNC)  # made while it exists
+            auditor = auditloop.Auditor(sinks=[sink], drop_report_interval=None)
+            try:
+                auditor.emit("n", i=0)
+                release.rmdir()
+                first = helper_pid(sink)
+                os.kill(first, signal.SIGKILL)
+                wait_exited(first)
+                for i in range(1, 4):
+                    auditor.emit("n", i=i)
+            finally:
+                assert auditor.shutdown(WAIT)
+        finally:
+            os.chdir(before)
+
+        stats = auditor.stats()["sinks"]["FileSink"]
+        assert {} == stats["dropped"]
+        assert 0 == stats["errors"]
+        assert list(range(4)) == numbers(path)
+        assert_intact(path)
+
+    @pytest.mark.parametrize("writer", ["thread", "process"])
+    def test_a_relative_path_is_a_configuration_error(
+        self, tmp_path: Path, writer: str
+    ) -> None:
+        with (
+            deleted_working_directory(tmp_path),
+            pytest.raises(ConfigurationError, match=r"relative\.jsonl"),
+        ):
+            FileSink("relative.jsonl", writer=writer)  # type: ignore[arg-type]
+        assert [] == helper_children()
+
+
+class TestAttachToADeadHelper:
+    def test_an_auditor_over_a_killed_helper_counts_no_error_and_writes(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "audit.jsonl"
+        memory = sinks.MemorySink()
+        sink = chained(path, checkpoint_every=3, delivery=SYNC)
+        sink.write(batch(0, 1))
+        first = helper_pid(sink)
+        os.kill(first, signal.SIGKILL)
+        wait_exited(first)
+
+        auditor = auditloop.Auditor(sinks=[sink, memory], drop_report_interval=None)
+        try:
+            internal = auditor.stats()["internal_errors"]
+            for i in range(1, 5):
+                auditor.emit("n", i=i)
+            second = helper_pid(sink)
+        finally:
+            assert auditor.shutdown(WAIT)
+
+        assert 0 == internal
+        assert 0 == auditor.stats()["internal_errors"]
+        assert first != second
+        stats = auditor.stats()["sinks"]["FileSink"]
+        assert 0 == stats["errors"]
+        assert {} == stats["dropped"]
+        assert list(range(5)) == numbers(path)
+        # The new helper's checkpoints reach the Auditor (it attached).
+        checkpoints = checkpoint_events(memory)
+        assert checkpoints
+        in_file = [r for r in records(path) if r["action"] == "auditloop.checkpoint"]
+        assert len(checkpoints) == len(in_file)
+        assert {os.getpid()} == {r["source"]["pid"] for r in in_file}
+        assert_intact(path)
+
+
+class TestLongImportPath:
+    def test_a_sys_path_longer_than_one_argument_may_be_starts_the_helper(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Linux caps one argument at 128 KiB (MAX_ARG_STRLEN); Bazel or pex
+        # runfiles give hundreds of long entries (they need not exist).
+        long = [
+            str(tmp_path / f"runfiles-{'x' * 160}" / f"dep_{i:04d}" / "site-packages")
+            for i in range(1000)
+        ]
+        monkeypatch.setattr(sys, "path", [*sys.path, *long])
+        assert len(json.dumps(sys.path)) > 128 * 1024
+
+        path = tmp_path / "audit.jsonl"
+        sink = chained(path)
+        try:
+            sink.write(batch(0, 2))
+        finally:
+            sink.close()
+
+        assert [0, 1] == numbers(path)
+        assert_intact(path)
