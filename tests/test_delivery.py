@@ -481,6 +481,28 @@ class TestFlushAndShutdown:
         assert "sink_error" not in stats["dropped"]
         assert 0 == stats["written"]
 
+    def test_a_sync_shutdown_returns_within_its_timeout_past_a_stuck_write(
+        self, make: Any
+    ) -> None:
+        sink = GateSink(Delivery(mode="sync"))
+        auditor, _ = make(sink)
+        writer = threading.Thread(target=auditor.emit, args=("n",), kwargs={"i": 0})
+        writer.start()
+        assert sink.entered.wait(WAIT)  # the write holds the sink
+        # Should shutdown wait for the write, the gate opens after WAIT and
+        # shutdown then succeeds: the assertion below fails, no hang.
+        opener = threading.Timer(WAIT, sink.gate.set)
+        opener.start()
+        try:
+            assert not auditor.shutdown(0.1)
+            assert not sink.closed  # not closed under the running write
+        finally:
+            opener.cancel()
+            sink.gate.set()
+            writer.join(WAIT)
+        auditor.emit("n", i=1)  # refused: the Auditor is shut down
+        assert [0] == sink.numbers()
+
     def test_deadline_is_shared_by_all_sinks(self) -> None:
         hanging = [GateSink(), GateSink()]
         auditor = auditloop.Auditor(sinks=hanging)

@@ -269,35 +269,53 @@ class SyncDelivery(_BaseDelivery):
             self.written += 1
 
     def flush(self, timeout: float | None) -> bool:
-        """Flush the sink; return False if it raised."""
+        """Flush the sink; return False if it raised, or if a write still
+        running in another thread kept it busy past *timeout*."""
+        if not self._acquire(timeout):
+            return False
         try:
-            with self._lock:
-                if self._closed:  # closed sinks were flushed when closing
-                    return True
-                self.sink.flush(timeout)
+            if self._closed:  # closed sinks were flushed when closing
+                return True
+            self.sink.flush(timeout)
         except Exception as exc:
             self.errors += 1
             self.last_error = _describe(exc)
             return False
+        finally:
+            self._lock.release()
         return True
 
     def shutdown(self, timeout: float | None, close_sink: bool = True) -> bool:
-        """Flush and (unless the sink is reused) close it, within *timeout* in all."""
+        """Flush and (unless the sink is reused) close it, within *timeout* in all.
+
+        A write stuck in another thread past the deadline keeps the sink
+        open (closing it under that write is not safe); later events are
+        refused and counted as ``closed`` all the same.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         ok = self.flush(timeout)
         if close_sink:
-            with self._lock:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._acquire(left):
                 self._closed = True
-                left = (
+                return False
+            try:
+                self._closed = True
+                self.sink.close(
                     None if deadline is None else max(0.0, deadline - time.monotonic())
                 )
-                try:
-                    self.sink.close(left)
-                except Exception as exc:
-                    self.errors += 1
-                    self.last_error = _describe(exc)
-                    ok = False
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = _describe(exc)
+                ok = False
+            finally:
+                self._lock.release()
         return ok
+
+    def _acquire(self, timeout: float | None) -> bool:
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=max(0.0, timeout))
 
     def after_fork_in_child(self) -> None:
         """Give the child a fresh lock (the parent's may have been held)."""
