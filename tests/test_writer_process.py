@@ -2051,3 +2051,93 @@ class TestLongImportPath:
 
         assert [0, 1] == numbers(path)
         assert_intact(path)
+
+
+# -- found while writing the second review's regressions --------------------------
+
+
+class TestNoticesHeldAtStart:
+    def test_deletions_held_survive_a_helper_dying_between_start_and_attach(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from auditloop.sinks._writer_process import WriterProcess
+
+        path = tmp_path / "audit.jsonl"
+        memory = sinks.MemorySink()
+        sink = chained(path, max_bytes=1500, retain_days=1, delivery=SYNC)
+        auditor = auditloop.Auditor(sinks=[sink, memory], drop_report_interval=None)
+        start: Callable[..., Any] = WriterProcess._start
+        call: Callable[..., Any] = WriterProcess._call
+
+        def start_then_fill_the_disk(self: WriterProcess) -> Any:
+            started = start(self)
+            assert self.pid is not None
+            limit_file_size(self.pid, 1)
+            return started
+
+        def die_before_attach(self: WriterProcess, op: bytes, *args: Any) -> Any:
+            if op == b"A" and self._popen is not None:
+                self._popen.kill()  # e.g. the OOM killer, right after S
+                self._popen.wait()
+            return call(self, op, *args)
+
+        try:
+            aged = rotate_age_and_kill_the_helper(auditor, sink, path)
+            monkeypatch.setattr(WriterProcess, "_start", start_then_fill_the_disk)
+            auditor.emit("n", i=8, pad="x" * 200)  # helper 2: deletes, then fails
+            monkeypatch.setattr(WriterProcess, "_start", start)
+            second = helper_pid(sink)
+            os.kill(second, signal.SIGKILL)
+            wait_exited(second)
+            monkeypatch.setattr(WriterProcess, "_call", die_before_attach)
+            auditor.emit("n", i=9, pad="x" * 200)  # helper 3: S, then dies
+            monkeypatch.setattr(WriterProcess, "_call", call)
+            auditor.emit("n", i=10, pad="x" * 200)  # helper 4 writes
+        finally:
+            assert auditor.shutdown(WAIT)
+
+        seen = [
+            e.attributes for e in memory.events if e.action == "auditloop.retention"
+        ]
+        assert sorted(aged) == sorted(n for r in seen for n in r["deleted"])
+        assert_intact(path)
+
+
+class TestStartTimeoutWithALongImportPath:
+    def test_a_helper_that_hangs_at_start_is_killed_with_a_long_sys_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from auditloop.sinks import _writer_process
+
+        pid_file = tmp_path / "pid"
+        hanging = tmp_path / "python"
+        hanging.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+        hanging.chmod(0o700)
+        long = [f"/nonexistent/{'x' * 180}/{i:04d}" for i in range(2000)]
+        monkeypatch.setattr(sys, "path", [*sys.path, *long])  # ~400 KB of json
+        monkeypatch.setattr(sys, "executable", str(hanging))
+        monkeypatch.setattr(_writer_process, "_START_TIMEOUT", 0.5)
+        failures: list[BaseException] = []
+
+        def construct() -> None:
+            try:
+                FileSink(tmp_path / "audit.jsonl", writer="process")
+            except BaseException as exc:
+                failures.append(exc)
+
+        constructor = threading.Thread(target=construct, daemon=True)
+        constructor.start()
+        constructor.join(5)  # ten times the start timeout
+        hung = constructor.is_alive()
+        wait_until(pid_file.exists, "the fake interpreter to start")
+        pid = int(pid_file.read_text())
+        if hung:  # let the send fail, so the thread ends
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            constructor.join(WAIT)
+
+        assert not hung, "FileSink() blocked past the start timeout"
+        assert 1 == len(failures)
+        assert isinstance(failures[0], ConfigurationError)
+        assert "cannot start the writer" in str(failures[0])
+        assert_reaped(pid)

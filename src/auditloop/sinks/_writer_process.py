@@ -194,13 +194,16 @@ class WriterProcess:
         self._buffer.clear()
         try:
             path = json.dumps(self._sys_path).encode()
+            ours.settimeout(_START_TIMEOUT)  # a helper that never reads it
             ours.sendall(len(path).to_bytes(4, "little") + path, _NO_SIGNAL)
-            # What either answer hands over (with what was pending) goes
-            # with the next answer.
-            pending = self._call(b"S", orjson.dumps(self._options), 0, _START_TIMEOUT)
+            ours.settimeout(None)
+            # What an answer hands over (with what was pending) goes with the
+            # next answer: kept at each step, in case the next one fails.
+            self._pending = self._call(
+                b"S", orjson.dumps(self._options), 0, _START_TIMEOUT
+            )
             if self._forward:
-                pending += self._call(b"A", b"", 0, _START_TIMEOUT)
-            self._pending = pending
+                self._pending = self._call(b"A", b"", 0, _START_TIMEOUT)
         except BaseException:
             if self._popen is not None:
                 self._popen.kill()  # it wrote nothing yet
