@@ -20,10 +20,12 @@ not pipes, so a dead helper is an ``EPIPE`` error here and never a SIGPIPE
 that kills an application which restored its default action), both ways
 length-prefixed, little-endian:
 
+- first, ``<length:u32>`` and the application's ``sys.path`` as JSON (read
+  by the bootstrap, before anything is imported);
 - request: ``<op:1 byte><id:u32><count:u32><length:u32>`` then *length*
-  payload bytes. Ops: ``S`` start (orjson options), ``W`` write (*count*
-  lines joined by newlines), ``A`` attach (forward notices from now on),
-  ``F`` flush, ``C`` close.
+  payload bytes. Ops: ``S`` start (orjson options; once), ``W`` write
+  (*count* lines joined by newlines), ``A`` attach (forward notices from
+  now on), ``F`` flush, ``C`` close.
 - answer: ``<id:u32><length:u32>`` then an orjson object: ``notices`` and,
   on failure, ``error``, ``errno`` and ``stored``.
 
