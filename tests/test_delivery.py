@@ -16,7 +16,7 @@ import pytest
 
 import auditloop
 from auditloop import AuditError, ConfigurationError, sinks
-from auditloop._delivery import AsyncDelivery, SyncDelivery
+from auditloop._delivery import AsyncDelivery, SyncDelivery, _FlushMarker
 from auditloop.sinks import Delivery
 
 WAIT = 10.0  # upper bound for waits that normally end in milliseconds
@@ -502,6 +502,95 @@ class TestFlushAndShutdown:
             writer.join(WAIT)
         auditor.emit("n", i=1)  # refused: the Auditor is shut down
         assert [0] == sink.numbers()
+
+    def test_a_sync_sink_left_open_by_shutdown_is_closed_when_the_write_ends(
+        self, make: Any
+    ) -> None:
+        sink = GateSink(Delivery(mode="sync"))
+        auditor, _ = make(sink)
+        writer = threading.Thread(target=auditor.emit, args=("n",), kwargs={"i": 0})
+        writer.start()
+        assert sink.entered.wait(WAIT)
+        try:
+            assert not auditor.shutdown(0.05)
+            assert not sink.closed
+        finally:
+            sink.gate.set()
+            writer.join(WAIT)
+        assert sink.closed  # by the write that held it, once it ended
+
+    def test_a_sync_flush_shares_its_timeout_with_the_wait_for_the_lock(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """What waiting for a write in another thread used is not given to
+        the sink's flush again (a fake clock stands for the wait)."""
+        now = [1000.0]
+        monkeypatch.setattr("auditloop._delivery.time.monotonic", lambda: now[0])
+        given: list[float | None] = []
+
+        class TimedFlushSink(GateSink):
+            def flush(self, timeout: float | None = None) -> None:
+                given.append(timeout)
+
+        delivery = SyncDelivery(TimedFlushSink(), Delivery(mode="sync"), "t")
+        acquire = delivery._acquire
+
+        def slow_acquire(timeout: float | None) -> bool:
+            now[0] += 0.75  # the lock was held for 0.75 s
+            return acquire(timeout)
+
+        monkeypatch.setattr(delivery, "_acquire", slow_acquire)
+        assert delivery.flush(1.0)
+        assert [0.25] == given
+
+    def test_a_flush_waiting_when_shutdown_gives_up_returns_false_at_once(
+        self, make: Any
+    ) -> None:
+        auditor, sink = make(GateSink(Delivery(batch_size=1)))
+        auditor.emit("n", i=0)
+        assert sink.entered.wait(WAIT)
+        auditor.emit("n", i=1)
+        result: list[bool] = []
+        # Waits far longer than the test: only shutdown can release it in time.
+        flusher = threading.Thread(target=lambda: result.append(auditor.flush(3600)))
+        flusher.start()
+        delivery = auditor.deliveries[0]
+        assert isinstance(delivery, AsyncDelivery)
+        wait_until(
+            lambda: any(isinstance(i, _FlushMarker) for i in list(delivery._queue))
+        )
+
+        assert not auditor.shutdown(0.05)
+        flusher.join(WAIT)
+        assert not flusher.is_alive()
+        assert [False] == result
+        sink.gate.set()  # let the stranded writer thread end
+
+    def test_an_abandoned_batch_is_counted_before_the_sink_gives_it_up(
+        self, make: Any
+    ) -> None:
+        """An abandon() that lets the write return at once (as HTTPSink's
+        does) must find the batch counted: else the writer counts it as
+        written and the event is lost without a count."""
+
+        class GivingUpSink(GateSink):
+            def abandon(self) -> None:
+                self.gate.set()  # the write returns, delivering nothing
+                worker.join(WAIT)  # and the writer gets to count it first
+
+        sink = GivingUpSink(Delivery(batch_size=1))
+        auditor, _ = make(sink)
+        auditor.emit("n", i=0)
+        assert sink.entered.wait(WAIT)
+        delivery = auditor.deliveries[0]
+        assert isinstance(delivery, AsyncDelivery)
+        worker = delivery._worker
+        assert worker is not None
+
+        assert not auditor.shutdown(0.05)
+        stats = auditor.stats()["sinks"]["GivingUpSink"]
+        assert 1 == stats["dropped"].get("shutdown_timeout")
+        assert 0 == stats["written"]
 
     def test_deadline_is_shared_by_all_sinks(self) -> None:
         hanging = [GateSink(), GateSink()]

@@ -441,3 +441,21 @@ class TestFileSinkConfiguration:
         # Not for the helper: where it writes is "path" (sent separately
         # encoded), directories exist by then, delivery and writer are ours.
         assert parameters - {"self", "create_dirs", "delivery", "writer"} == forwarded
+
+    def test_a_corrupt_rotated_gzip_does_not_stop_a_chained_sink(
+        self, tmp_path: Path
+    ) -> None:
+        """Looking for the chain's head in ``path.1.gz`` must survive a file
+        whose deflate data is broken (``zlib.error``, not an OSError)."""
+        path = tmp_path / "a.jsonl"
+        path.touch()
+        good = gzip.compress(b'{"n":1}\n' * 100)
+        broken = good[:10] + bytes(b ^ 0xFF for b in good[10:-8]) + good[-8:]
+        path.with_name("a.jsonl.1.gz").write_bytes(broken)
+
+        sink = FileSink(path, chain=True, key=b"k" * 32)
+        try:
+            sink.write([b'{"n":2}'])
+        finally:
+            sink.close()
+        assert b'"seq":1,' in path.read_bytes()

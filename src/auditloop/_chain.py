@@ -14,6 +14,7 @@ import gzip
 import os
 import re
 import time
+import zlib
 from binascii import hexlify
 from collections.abc import Callable, Iterable, Mapping
 from itertools import chain, islice, repeat
@@ -310,7 +311,7 @@ def last_link(path: Path) -> tuple[int, bytes, bytes, bytes] | None:
                     link = parse_link(line)
                     if link is not None:
                         return (*link, line)
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
         return None
     return None
 
@@ -320,7 +321,7 @@ def first_link(path: Path) -> tuple[int, bytes, bytes] | None:
     try:
         with _open_any(path) as stream:
             line = stream.readline()
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError
         return None
     return parse_link(line.rstrip(b"\n"))
 

@@ -160,11 +160,17 @@ def after_sync_write(record: Callable[[], None]) -> bool:
 class _FlushMarker:
     """Queued behind the events a flush must wait for."""
 
-    __slots__ = ("done", "sink_flush_timeout")
+    __slots__ = ("done", "sink_flush_timeout", "written")
 
     def __init__(self, sink_flush_timeout: float | None) -> None:
         self.done = threading.Event()
         self.sink_flush_timeout = sink_flush_timeout
+        self.written = True  # False: released by a shutdown that gave up
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until *deadline* (None: no deadline), never negative."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _describe(exc: BaseException) -> str:
@@ -229,6 +235,9 @@ class SyncDelivery(_BaseDelivery):
         super().__init__(sink, policy, name)
         self._lock = threading.Lock()
         self._closed = False
+        # Set when shutdown() timed out behind a write in another thread: that
+        # write closes the sink when it ends (see _put).
+        self._close_pending = False
 
     def put(self, line: bytes) -> None:
         """Write *line* now; raise :class:`AuditError` if fail-closed and it fails.
@@ -251,32 +260,40 @@ class SyncDelivery(_BaseDelivery):
 
     def _put(self, line: bytes) -> None:
         with self._lock:
-            if self._closed:
-                if self.hand_over:
-                    raise DeliveryClosed
-                self.drops.incr("closed")
-                if self.policy.on_error == "raise":
-                    raise AuditError(f"audit sink {self.name} is closed")
-                return
             try:
-                self.sink.write((line,))
-            except Exception as exc:
-                self._failed(exc, 1)
-                if self.policy.on_error == "raise":
-                    msg = f"audit record not written to {self.name}: {self.last_error}"
-                    raise AuditError(msg) from exc
-                return
-            self.written += 1
+                self._put_locked(line)
+            finally:
+                self._close_if_pending()
+
+    def _put_locked(self, line: bytes) -> None:
+        """Write *line* (the lock is held)."""
+        if self._closed:
+            if self.hand_over:
+                raise DeliveryClosed
+            self.drops.incr("closed")
+            if self.policy.on_error == "raise":
+                raise AuditError(f"audit sink {self.name} is closed")
+            return
+        try:
+            self.sink.write((line,))
+        except Exception as exc:
+            self._failed(exc, 1)
+            if self.policy.on_error == "raise":
+                msg = f"audit record not written to {self.name}: {self.last_error}"
+                raise AuditError(msg) from exc
+            return
+        self.written += 1
 
     def flush(self, timeout: float | None) -> bool:
         """Flush the sink; return False if it raised, or if a write still
         running in another thread kept it busy past *timeout*."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         if not self._acquire(timeout):
             return False
         try:
             if self._closed:  # closed sinks were flushed when closing
-                return True
-            self.sink.flush(timeout)
+                return not self._close_pending
+            self.sink.flush(_left(deadline))
         except Exception as exc:
             self.errors += 1
             self.last_error = _describe(exc)
@@ -295,15 +312,14 @@ class SyncDelivery(_BaseDelivery):
         deadline = None if timeout is None else time.monotonic() + timeout
         ok = self.flush(timeout)
         if close_sink:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._acquire(left):
+            if not self._acquire(_left(deadline)):
+                # The write holding the lock closes the sink when it ends.
+                self._close_pending = True
                 self._closed = True
                 return False
             try:
                 self._closed = True
-                self.sink.close(
-                    None if deadline is None else max(0.0, deadline - time.monotonic())
-                )
+                self.sink.close(_left(deadline))
             except Exception as exc:
                 self.errors += 1
                 self.last_error = _describe(exc)
@@ -316,6 +332,16 @@ class SyncDelivery(_BaseDelivery):
         if timeout is None:
             return self._lock.acquire()
         return self._lock.acquire(timeout=max(0.0, timeout))
+
+    def _close_if_pending(self) -> None:
+        """Under the lock: close the sink a timed-out shutdown left open."""
+        if self._close_pending:
+            self._close_pending = False
+            try:
+                self.sink.close(None)
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = _describe(exc)
 
     def after_fork_in_child(self) -> None:
         """Give the child a fresh lock (the parent's may have been held)."""
@@ -545,7 +571,7 @@ class AsyncDelivery(_BaseDelivery):
         if self._worker is None:
             self._start()
         self._wake.set()
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and marker.written
 
     def shutdown(self, timeout: float | None, close_sink: bool = True) -> bool:
         """Write what is queued, close the sink, stop the writer.
@@ -567,8 +593,12 @@ class AsyncDelivery(_BaseDelivery):
         assert worker is not None
         worker.join(timeout)
         if worker.is_alive():
-            # The in-flight batch is counted here: a sink that can give it up
-            # (HTTPSink) must then neither count nor spool it too.
+            # The in-flight batch is counted here, before a sink that can
+            # give it up (HTTPSink) is told to: the write it wakes must find
+            # it counted already, and must neither count nor spool it too.
+            with self._inflight_lock:
+                lost = self._inflight
+                self._inflight_abandoned = lost > 0
             abandon = getattr(self.sink, "abandon", None)
             # Only for a sink being closed: one the next Auditor keeps must
             # go on counting and retrying its own writes.
@@ -579,16 +609,18 @@ class AsyncDelivery(_BaseDelivery):
                     self.errors += 1
                     self.last_error = _describe(exc)
             # The writer still pops from the queue: take items out one by one
-            # (iterating a deque another thread changes raises).
-            with self._inflight_lock:
-                lost = self._inflight
-                self._inflight_abandoned = lost > 0
+            # (iterating a deque another thread changes raises). A flush
+            # waiting on a marker is released, told its events were not
+            # written.
             while True:
                 try:
                     item = self._queue.popleft()
                 except IndexError:
                     break
-                if not isinstance(item, _FlushMarker):
+                if isinstance(item, _FlushMarker):
+                    item.written = False
+                    item.done.set()
+                else:
                     lost += 1
             self.drops.incr("shutdown_timeout", lost)
             return False

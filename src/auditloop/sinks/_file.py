@@ -9,6 +9,7 @@ import shutil
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -55,7 +56,7 @@ def _holds_a_line(path: Path) -> bool:
     try:
         with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
             return f.readline().endswith(b"\n")
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return True  # unreadable: do not guess that it is empty
 
 
