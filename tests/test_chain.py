@@ -684,3 +684,44 @@ class TestReconfigureWithANewSink:
                 b.close()
 
         assert_one_chain(path, ["t.a1", "t.a2", "t.b1", "t.a3", "t.b2"])
+
+    @pytest.mark.parametrize("writer", WRITERS)
+    def test_two_sinks_writing_at_once_keep_one_chain(
+        self, tmp_path: Path, writer: str
+    ) -> None:
+        """What configure() with a new sink does on a busy service: the old
+        sink still drains while the new one writes. They take turns (a lock
+        on the directory) and each continues what the other wrote."""
+        path = tmp_path / "a.jsonl"
+        first = chained_sink(path, writer=writer, max_bytes=20_000, backups=1000)
+        first.write([orjson.dumps({"id": "seed", "action": "t.seed"})])
+        second = chained_sink(path, writer=writer, max_bytes=20_000, backups=1000)
+        start = threading.Barrier(2)
+
+        def write(sink: sinks.FileSink, name: str) -> None:
+            start.wait()
+            for n in range(15):
+                sink.write(
+                    [
+                        orjson.dumps({"id": f"{name}{n}-{i}", "action": f"t.{name}"})
+                        for i in range(100)
+                    ]
+                )
+
+        threads = [
+            threading.Thread(target=write, args=(sink, name))
+            for sink, name in ((first, "a"), (second, "b"))
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+                assert not thread.is_alive()
+        finally:
+            first.close()
+            second.close()
+
+        result = verify(path, key=KEY)
+        assert () == result.findings
+        assert 3001 == result.records

@@ -132,3 +132,28 @@ class TestFork:
         )
         assert os.getpid() != actions_by_pid(path)[0][1]
         auditor.shutdown(WAIT)
+
+    def test_a_sink_whose_fork_hook_raises_does_not_stop_the_others(
+        self, tmp_path: Path
+    ) -> None:
+        class BrokenForkHook(sinks.MemorySink):
+            def after_fork_in_child(self) -> None:
+                raise RuntimeError("cannot reset")
+
+        path = tmp_path / "fork.jsonl"
+        auditor = auditloop.Auditor(sinks=[BrokenForkHook(), sinks.FileSink(path)])
+        try:
+            auditor.emit("parent")
+            assert auditor.flush(WAIT)
+
+            def child() -> None:
+                broken = auditor.stats()["sinks"]["BrokenForkHook"]
+                assert "cannot reset" in str(broken["last_error"])
+                auditor.emit("child")
+                assert auditor.shutdown(WAIT)
+
+            assert 0 == run_child(child)
+        finally:
+            assert auditor.shutdown(WAIT)
+        actions = [e.action for e in auditloop.read_events(path)]
+        assert ["parent", "child"] == actions

@@ -679,7 +679,11 @@ def _after_fork_in_child() -> None:
         # held by the parent's writer thread at fork time would never be freed.
         sink_hook = getattr(delivery.sink, "after_fork_in_child", None)
         if callable(sink_hook):
-            sink_hook()
+            try:
+                sink_hook()
+            except Exception as exc:  # one broken sink must not stop the others
+                delivery.errors += 1
+                delivery.last_error = _describe(exc)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import os
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -26,6 +27,11 @@ from auditloop._chain import (
 from auditloop._delivery import Delivery, PartialWrite
 from auditloop._options import checked_options
 from auditloop.exceptions import ConfigurationError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locking between writers
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from auditloop.sinks._writer_process import WriterProcess
@@ -49,6 +55,11 @@ def _count(name: str, value: object, minimum: int) -> None:
         raise ConfigurationError(
             f"FileSink: {name} must be an integer >= {minimum}, got {value!r}"
         )
+
+
+def _open_directory(path: Path) -> int:
+    """A descriptor of directory *path*, to ``flock`` (see FileSink._turn)."""
+    return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
 def _holds_a_line(path: Path) -> bool:
@@ -82,8 +93,10 @@ class FileSink:
     reads the last chained record of the file, or of ``path.1`` when the
     file is new). Every *checkpoint_every* records or *checkpoint_interval*
     seconds (checked when a batch is written) an ``auditloop.checkpoint``
-    event records the head (``file``, ``count``, ``head``). One process
-    should write a chained file at a time. See ``docs/integrity.md``.
+    event records the head (``file``, ``count``, ``head``). Several writers
+    of one chained file (a sink being replaced and its successor, several
+    processes) take turns under a ``flock`` on the directory and continue
+    each other's chain. See ``docs/integrity.md``.
 
     **Writer process** (``writer="process"``): a helper Python process
     writes the file, running this same sink with the same options, so the
@@ -105,7 +118,8 @@ class FileSink:
     its own file.
 
     Args:
-        path: the file to append to.
+        path: the file to append to (made absolute here, so a later
+            ``os.chdir()`` does not move it).
         fsync: ``"never"`` (default; the OS decides), ``"batch"`` (fsync after
             each batch) or ``"always"`` (each event is written and fsynced
             on its own — pair with ``Delivery(mode="sync")`` for fail-closed).
@@ -205,6 +219,9 @@ class FileSink:
         self._next_age_check = 0.0
         self._chain: ChainWriter | None = None
         self._process: WriterProcess | None = None
+        # Chained sinks of this or other processes on files in one directory
+        # write in turn (see _turn): -1 without a chain, or with a helper.
+        self._directory_fd = -1
         self.writer = writer
         if writer == "process":
             from auditloop.sinks._writer_process import WriterProcess
@@ -232,10 +249,15 @@ class FileSink:
             return
         try:
             if chain:
-                self._chain = self._resume(key_bytes, key_id)
-            self._open()
-            self._retain_by_age()
+                self._directory_fd = _open_directory(parent)
+            with self._turn():
+                if chain:
+                    self._chain = self._resume(key_bytes, key_id)
+                self._open()
+                self._retain_by_age()
         except OSError as exc:
+            if self._directory_fd >= 0:
+                os.close(self._directory_fd)
             raise ConfigurationError(
                 f"FileSink: cannot open {str(path)!r}: {exc}"
             ) from exc
@@ -444,7 +466,7 @@ class FileSink:
                 notices = self._process.write(batch)
             self._deliver(notices)
             return
-        with self._lock:
+        with self._lock, self._turn():
             self._reopen_if_moved()
             chain = self._chain
             link = (chain.seq, chain.head) if chain is not None else None
@@ -465,6 +487,32 @@ class FileSink:
             self._after_write(len(batch))
             notices = self._take_notices()
         self._deliver(notices)
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """For a chained sink: hold an exclusive ``flock`` on the directory.
+
+        Two writers of one chained file -- the sink a ``configure()`` is
+        replacing, still draining, and its successor; two processes -- must
+        not seal and write at the same time, or each links to a head the
+        other has moved on from. Taking turns, each first catches up with
+        what the other wrote (``_reopen_if_moved``). The directory, not the
+        file, because rotation renames the file. Best effort: where locks are
+        not supported, writing goes on without.
+        """
+        fd = self._directory_fd
+        if fd < 0 or fcntl is None:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     @staticmethod
     def _rewind(
@@ -658,6 +706,11 @@ class FileSink:
         self._lock = threading.Lock()
         if self._process is not None:
             self._process.after_fork_in_child()
+        if self._directory_fd >= 0:  # a lock of our own, not the parent's
+            fd, self._directory_fd = self._directory_fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+                self._directory_fd = _open_directory(self.path.parent)
 
     def flush(self, timeout: float | None = None) -> None:
         """fsync the file unless ``fsync="never"`` (lines are already in the OS)."""
@@ -693,8 +746,12 @@ class FileSink:
             self._closed = True
             if self._fd >= 0:
                 if self._notices:  # too late for an Auditor: write them here
-                    self._write_notices()
+                    with self._turn():
+                        self._write_notices()
                 if self.fsync != "never":
                     os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = -1
+            if self._directory_fd >= 0:
+                os.close(self._directory_fd)
+                self._directory_fd = -1
