@@ -57,6 +57,20 @@ _MAX_RESPONSE: Final = 8 * 1024 * 1024
 # How often the replay thread looks for spool directories of dead processes.
 _ADOPT_EVERY: Final = 30.0
 # Connection errors that mean "the kept-alive connection had gone stale".
+# TLS alerts by which a server refuses our client certificate (or its
+# absence): like a certificate we refuse, they do not fix themselves soon.
+_CERTIFICATE_ALERTS: Final = frozenset(
+    {
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+    }
+)
 _STALE: Final = (
     ConnectionResetError,
     ConnectionAbortedError,
@@ -121,6 +135,13 @@ class _Client:
         """Forget the connection without closing it (it is the parent's)."""
         self.conn = None
         self.requests = 0
+
+
+def _certificate_refused(exc: ssl.SSLError) -> bool:
+    """A certificate was refused: theirs by us, or ours by them."""
+    return isinstance(exc, ssl.SSLCertVerificationError) or (
+        getattr(exc, "reason", None) in _CERTIFICATE_ALERTS
+    )
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -1042,9 +1063,12 @@ class HTTPSink:
                 body = zlib.compress(body, 1, wbits=31)
                 headers = self._gzip_headers
             status, retry_after, data = self._post(client, body, headers)
-        except ssl.SSLCertVerificationError as exc:
-            # Certificate errors do not fix themselves soon: without a spool,
-            # drop (counted); with one, keep the batch and keep trying.
+        except ssl.SSLError as exc:
+            if not _certificate_refused(exc):
+                return self._failed("connection", exc)  # cut mid-handshake …
+            # Certificate errors (theirs refused by us, or ours by them) do
+            # not fix themselves soon: without a spool, drop (counted); with
+            # one, keep the batch and keep trying.
             return self._failed("tls", exc, retryable=self._spool is not None)
         except TimeoutError as exc:
             return self._failed("timeout", exc)
