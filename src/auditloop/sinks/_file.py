@@ -58,8 +58,12 @@ def _count(name: str, value: object, minimum: int) -> None:
 
 
 def _open_directory(path: Path) -> int:
-    """A descriptor of directory *path*, to ``flock`` (see FileSink._turn)."""
-    return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    """A descriptor of directory *path*, to ``flock`` (see FileSink._turn),
+    or -1 where it cannot be opened (then writers do not take turns)."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return -1
 
 
 def _holds_a_line(path: Path) -> bool:
@@ -710,7 +714,7 @@ class FileSink:
             fd, self._directory_fd = self._directory_fd, -1
             with contextlib.suppress(OSError):
                 os.close(fd)
-                self._directory_fd = _open_directory(self.path.parent)
+            self._directory_fd = _open_directory(self.path.parent)
 
     def flush(self, timeout: float | None = None) -> None:
         """fsync the file unless ``fsync="never"`` (lines are already in the OS)."""
