@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,27 @@ def make() -> Iterator[Callable[..., tuple[auditloop.Auditor, Any]]]:
         if gate is not None:
             gate.set()
         auditor.shutdown(5)
+
+
+@contextlib.contextmanager
+def stuck_sync_write(auditor: auditloop.Auditor, sink: GateSink) -> Iterator[None]:
+    """Run the block while another thread's synchronous write of event 0
+    holds *sink*; the write ends after the block.
+
+    Should the block wait for that write, the gate opens after WAIT anyway:
+    the block's assertions then fail instead of the test hanging.
+    """
+    writer = threading.Thread(target=auditor.emit, args=("n",), kwargs={"i": 0})
+    writer.start()
+    assert sink.entered.wait(WAIT)
+    opener = threading.Timer(WAIT, sink.gate.set)
+    opener.start()
+    try:
+        yield
+    finally:
+        opener.cancel()
+        sink.gate.set()
+        writer.join(WAIT)
 
 
 def emit_numbers(auditor: auditloop.Auditor, numbers: range) -> None:
@@ -484,39 +506,20 @@ class TestFlushAndShutdown:
     def test_a_sync_shutdown_returns_within_its_timeout_past_a_stuck_write(
         self, make: Any
     ) -> None:
-        sink = GateSink(Delivery(mode="sync"))
-        auditor, _ = make(sink)
-        writer = threading.Thread(target=auditor.emit, args=("n",), kwargs={"i": 0})
-        writer.start()
-        assert sink.entered.wait(WAIT)  # the write holds the sink
-        # Should shutdown wait for the write, the gate opens after WAIT and
-        # shutdown then succeeds: the assertion below fails, no hang.
-        opener = threading.Timer(WAIT, sink.gate.set)
-        opener.start()
-        try:
+        auditor, sink = make(GateSink(Delivery(mode="sync")))
+        with stuck_sync_write(auditor, sink):
             assert not auditor.shutdown(0.1)
             assert not sink.closed  # not closed under the running write
-        finally:
-            opener.cancel()
-            sink.gate.set()
-            writer.join(WAIT)
         auditor.emit("n", i=1)  # refused: the Auditor is shut down
         assert [0] == sink.numbers()
 
     def test_a_sync_sink_left_open_by_shutdown_is_closed_when_the_write_ends(
         self, make: Any
     ) -> None:
-        sink = GateSink(Delivery(mode="sync"))
-        auditor, _ = make(sink)
-        writer = threading.Thread(target=auditor.emit, args=("n",), kwargs={"i": 0})
-        writer.start()
-        assert sink.entered.wait(WAIT)
-        try:
+        auditor, sink = make(GateSink(Delivery(mode="sync")))
+        with stuck_sync_write(auditor, sink):
             assert not auditor.shutdown(0.05)
             assert not sink.closed
-        finally:
-            sink.gate.set()
-            writer.join(WAIT)
         assert sink.closed  # by the write that held it, once it ended
 
     def test_a_sync_flush_shares_its_timeout_with_the_wait_for_the_lock(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 import orjson
 
-from auditloop._clock import format_rfc3339, uuid7
+from auditloop._clock import format_rfc3339, seconds_left, uuid7
 from auditloop._context import scope_get, scope_with_structlog
 from auditloop._counters import Counters
 from auditloop._delivery import (
@@ -584,9 +584,9 @@ class Auditor:
         deadline = None if timeout is None else time.monotonic() + timeout
         ok = True
         for delivery in self.deliveries:
-            ok = delivery.flush(_remaining(deadline)) and ok
+            ok = delivery.flush(seconds_left(deadline)) and ok
         if self.rules is not None:
-            ok = self.rules.flush(_remaining(deadline)) and ok
+            ok = self.rules.flush(seconds_left(deadline)) and ok
         return ok
 
     def shutdown(
@@ -616,9 +616,9 @@ class Auditor:
             delivery.hand_over = successor is not None
         for delivery in self.deliveries:
             close = id(delivery.sink) not in kept
-            ok = delivery.shutdown(_remaining(deadline), close_sink=close) and ok
+            ok = delivery.shutdown(seconds_left(deadline), close_sink=close) and ok
         if self.rules is not None:
-            ok = self.rules.shutdown(_remaining(deadline)) and ok
+            ok = self.rules.shutdown(seconds_left(deadline)) and ok
         return ok
 
     def _hand_over(self, line: bytes) -> AuditError | None:
@@ -763,12 +763,6 @@ def _hostname() -> str:
         return socket.gethostname()
 
 
-def _remaining(deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic())
-
-
 def _caller(depth: int) -> str | None:
     try:
         frame = sys._getframe(depth + 1)
@@ -796,7 +790,7 @@ def _shutdown_live_auditors() -> None:
     """
     deadline = time.monotonic() + _EXIT_TIMEOUT
     for auditor in list(_live_auditors):
-        auditor.shutdown(_remaining(deadline))
+        auditor.shutdown(seconds_left(deadline))
 
 
 atexit.register(_shutdown_live_auditors)

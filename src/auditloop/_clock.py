@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Final
 
-__all__ = ["format_rfc3339", "parse_rfc3339", "uuid7"]
+__all__ = ["format_rfc3339", "parse_rfc3339", "seconds_left", "uuid7"]
 
 _getrandbits = random.getrandbits  # module-level Random reseeds itself after fork
 _uuid_lock = threading.Lock()
@@ -89,3 +89,11 @@ def parse_rfc3339(text: str) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds until *deadline* on ``time.monotonic()`` (None: no deadline),
+    never negative: what is left of a timeout shared by several steps."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())

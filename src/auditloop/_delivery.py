@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from auditloop._clock import seconds_left
 from auditloop._counters import Counters
 from auditloop._options import checked_options
 from auditloop._types import Sink
@@ -168,11 +169,6 @@ class _FlushMarker:
         self.written = True  # False: released by a shutdown that gave up
 
 
-def _left(deadline: float | None) -> float | None:
-    """Seconds until *deadline* (None: no deadline), never negative."""
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
 def _describe(exc: BaseException) -> str:
     try:
         text = f"{type(exc).__name__}: {exc}"
@@ -293,7 +289,7 @@ class SyncDelivery(_BaseDelivery):
         try:
             if self._closed:  # closed sinks were flushed when closing
                 return not self._close_pending
-            self.sink.flush(_left(deadline))
+            self.sink.flush(seconds_left(deadline))
         except Exception as exc:
             self.errors += 1
             self.last_error = _describe(exc)
@@ -312,14 +308,14 @@ class SyncDelivery(_BaseDelivery):
         deadline = None if timeout is None else time.monotonic() + timeout
         ok = self.flush(timeout)
         if close_sink:
-            if not self._acquire(_left(deadline)):
+            if not self._acquire(seconds_left(deadline)):
                 # The write holding the lock closes the sink when it ends.
                 self._close_pending = True
                 self._closed = True
                 return False
             try:
                 self._closed = True
-                self.sink.close(_left(deadline))
+                self.sink.close(seconds_left(deadline))
             except Exception as exc:
                 self.errors += 1
                 self.last_error = _describe(exc)

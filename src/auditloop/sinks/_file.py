@@ -341,16 +341,24 @@ class FileSink:
 
     def _resume(self, key: bytes | None, key_id: str | None) -> ChainWriter:
         """Continue the chain from the newest chained record on disk."""
+        link = self._newest_link()
+        if link is None:
+            return ChainWriter(key, key_id)
+        return ChainWriter(key, key_id, *link)
+
+    def _newest_link(self) -> tuple[int, bytes] | None:
+        """``(seq, hash)`` of the newest chained record on disk, in the file
+        or else in ``path.1``; None where a new chain starts."""
         for candidate in (self.path, *self._rotated_candidates(1)):
             if candidate.exists():
                 link = last_link(candidate)
                 if link is not None:
                     seq, _prev, head, _line = link
-                    return ChainWriter(key, key_id, seq, head)
+                    return seq, head
                 if _holds_a_line(candidate):
                     break  # records, but none chained: a new chain starts here
                 # Empty, or only a line torn by a crash: look further back.
-        return ChainWriter(key, key_id)
+        return None
 
     def _rotated_candidates(self, n: int) -> tuple[Path, Path]:
         """Rotated file *n*: this sink's name for it first, then the other."""
@@ -413,12 +421,9 @@ class FileSink:
         process that wrote in turn): its records carry the chain on, and
         ours must follow them, not fork from where we last wrote.
         """
-        for candidate in (self.path, *self._rotated_candidates(1)):
-            link = last_link(candidate) if candidate.exists() else None
-            if link is not None:
-                if link[0] > chain.seq:
-                    chain.seq, chain.head = link[0], link[2]
-                return
+        link = self._newest_link()
+        if link is not None and link[0] > chain.seq:
+            chain.seq, chain.head = link
 
     def _write_all(self, data: bytes) -> None:
         """Append *data* whole or not at all (a failed write is undone)."""

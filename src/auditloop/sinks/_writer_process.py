@@ -60,6 +60,7 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
+from auditloop._clock import seconds_left
 from auditloop._delivery import PartialWrite
 from auditloop.exceptions import ConfigurationError
 
@@ -151,7 +152,7 @@ class WriterProcess:
         except TimeoutError:
             self._stop(0)  # it exits by itself once it has written everything
             raise
-        self._stop(None if deadline is None else max(0, deadline - time.monotonic()))
+        self._stop(seconds_left(deadline))
         return notices
 
     def after_fork_in_child(self) -> None:
