@@ -735,6 +735,21 @@ class TestFork:
         assert 3 == len(collector.unique_ids)
 
 
+def _spool_unlocked(root: Path) -> bool:
+    """No spool directory under *root* is locked by anyone (a sink, a child)."""
+    import fcntl
+
+    for lock in root.glob("*/lock"):
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # and with it our lock
+    return True
+
+
 def _dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -1446,6 +1461,13 @@ class TestForkHookRunsAtFork:
                 os._exit(0)
             try:
                 auditor.shutdown(5)
+                # The new sink adopts the spool only if nobody holds its lock
+                # (else not before its next look, 30 s later): wait until
+                # the closed sink let go of it; the child must not keep it.
+                end = time.monotonic() + 15
+                while not _spool_unlocked(tmp_path):
+                    assert time.monotonic() < end, "the spool stayed locked"
+                    time.sleep(0.01)
                 collector.start()
                 later = HTTPSink(collector.url("/in"), spool_dir=tmp_path)
 
